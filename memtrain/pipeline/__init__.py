@@ -1,0 +1,1 @@
+"""The corpus pipeline: Wikipedia dump → passages → related passages → NER → masked memory episodes."""

@@ -1,0 +1,1 @@
+"""The memory agent (rollouts, rewards, recall probes) and MemTrain's joint GRPO trainer."""
