@@ -21,3 +21,19 @@ def spacy_model_path():
 @pytest.fixture(scope="session")
 def smollm2_gguf():
     return assets.fetch("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_config():
+    from memtrain.pipeline.config import PRESETS, CorpusConfig
+
+    return CorpusConfig(**PRESETS["tiny"])
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, tiny_corpus_config, enwiki_excerpt):
+    """A corpus built with the tiny preset on the real excerpt: `CorpusVersion` of OUT/enwiki/v1."""
+    from memtrain.pipeline.build import build_corpus
+
+    out = tmp_path_factory.mktemp("corpora")
+    return build_corpus(tiny_corpus_config, out).corpus

@@ -3,7 +3,7 @@
 A corpus version folder looks like::
 
     OUT/<name>/v<N>/
-        manifest.json          config, source + sha256, counts per stage, schema version, package version, time
+        manifest.json          config, source + sha256, counts, stage times, schema + package versions
         stats.json             per-stage counters and timings
         episodes/episodes-00000-of-00002.parquet …
         passages/passages-00000-of-00004.parquet …
@@ -51,6 +51,7 @@ PASSAGE_SCHEMA = pa.schema(
         pa.field("position", pa.int32(), nullable=False),  # index of the passage within its article
         pa.field("text", pa.string(), nullable=False),
         pa.field("num_words", pa.int32(), nullable=False),
+        pa.field("num_tokens", pa.int32(), nullable=False),  # of the passage as it appears in a document
     ]
 )
 
@@ -75,7 +76,9 @@ CHUNK_TYPE = pa.struct(
 EPISODE_SCHEMA = pa.schema(
     [
         pa.field("episode_id", pa.string(), nullable=False),
-        pa.field("index", pa.int64(), nullable=False),  # episode number; its randomness is seeded by (seed, index)
+        pa.field(
+            "index", pa.int64(), nullable=False
+        ),  # episode number; its randomness is seeded by (seed, index)
         pa.field("pivot_id", pa.string(), nullable=False),
         pa.field("passage_ids", pa.list_(pa.string()), nullable=False),  # in document order
         pa.field("passage_roles", pa.list_(pa.string()), nullable=False),  # "pivot" | "related" | "random"

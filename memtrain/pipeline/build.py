@@ -1,0 +1,439 @@
+"""`build_corpus`: run the stages in order, each resumable, and publish a versioned corpus folder.
+
+Layout under ``OUT/<name>/``::
+
+    v<N>/                    finished versions (manifest.json, stats.json, episodes/, passages/)
+    .work/<build>/           unfinished episode shards of one build (deleted on success)
+    .cache/passages-<id>/    passage shards + retrieval index, shared by builds that differ only in episodes
+    .cache/ner-<model>/      NER results by passage id;  .cache/checksums/: source checksums
+
+Per-shard stages (read → clean → passages) run in worker processes, one source shard each; the retrieval
+index and episode assembly are global. A finished unit is a file renamed into place, so a rerun after any
+interruption redoes only what is missing and produces byte-identical episodes.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__, assets
+from ..config import to_dict
+from ..corpus import CorpusVersion, list_versions, open_corpus
+from ..errors import InputError
+from ..io import atomic_path, write_json_atomic
+from . import read
+from .clean import clean_page
+from .config import CorpusConfig
+from .episodes import PassageStore, Rejection, assemble_episode, draw_pivot, plan_episode
+from .ner import NerCache, load_ner, run_ner
+from .passages import passage_text, split_article
+from .progress import Reporter
+from .retrieval import build_retriever, load_retriever
+from .schema import EPISODE_SCHEMA, PASSAGE_SCHEMA, SCHEMA_VERSION
+from .tokens import chunk_bounds, count_tokens, load_tokenizer
+
+PASSAGE_BATCH = 2000
+
+
+@dataclass
+class BuildResult:
+    corpus: CorpusVersion
+    created: bool  # False: an identical build already existed and nothing was done
+    summary: dict
+
+
+def resolve_source(config: CorpusConfig) -> str:
+    return config.source if config.source else str(assets.fetch("enwiki-excerpt"))
+
+
+def build_identity(config: CorpusConfig, source_fingerprint: dict) -> str:
+    """What the output depends on: the config (less runtime knobs and the name) and the source's bytes."""
+    semantic = {
+        k: v for k, v in to_dict(config).items() if k not in (*CorpusConfig.RUNTIME_FIELDS, "name", "source")
+    }
+    files = source_fingerprint.get("files") or []
+    source_key = [f.get("sha256") for f in files] if files else source_fingerprint
+    payload = json.dumps(
+        {"config": semantic, "source": source_key, "schema": SCHEMA_VERSION}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def passages_identity(config: CorpusConfig, source_fingerprint: dict) -> str:
+    """What the passages and the retrieval index depend on; builds that differ only in episodes share them."""
+    files = source_fingerprint.get("files") or []
+    source_key = [f.get("sha256") for f in files] if files else source_fingerprint
+    keys = ("passage_words", "tokenizer", "retriever", "hf_split", "hf_name")
+    payload = {"source": source_key, "schema": SCHEMA_VERSION, **{k: getattr(config, k) for k in keys}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_fingerprint(source: str, cache: Path) -> dict:
+    """The source's checksum, remembered by (path, size, mtime) so a large dump is hashed once."""
+    path = Path(source)
+    if not path.exists():
+        return read.source_fingerprint(source)
+    stat_key = json.dumps([str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns])
+    key = hashlib.sha1(stat_key.encode()).hexdigest()
+    file = cache / "checksums" / f"{key}.json"
+    if file.exists():
+        return json.loads(file.read_text())
+    fingerprint = read.source_fingerprint(source)
+    write_json_atomic(file, fingerprint)
+    return fingerprint
+
+
+# --- stage 1-3: read → clean → passages, one source shard per task ----------------------------------------
+
+
+def process_shard(shard: read.SourceShard, passage_words: int, tokenizer_name: str, dest: str) -> dict:
+    """Read one source shard, clean its pages, split articles into passages; write one Parquet file."""
+    start = time.perf_counter()
+    tokenizer = load_tokenizer(tokenizer_name)
+    counts: collections.Counter = collections.Counter()
+    dropped: collections.Counter = collections.Counter()
+    batch: list[dict] = []
+    with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, PASSAGE_SCHEMA, compression="zstd") as writer:
+
+        def flush() -> None:
+            strings = [passage_text(p["title"], p["text"]) for p in batch]
+            for p, n in zip(batch, count_tokens(tokenizer, strings), strict=True):
+                p["num_tokens"] = n
+            writer.write_table(pa.Table.from_pylist(batch, schema=PASSAGE_SCHEMA))
+            counts["passage_tokens"] += sum(p["num_tokens"] for p in batch)
+            batch.clear()
+
+        for page in read.read_shard(shard):
+            counts["pages"] += 1
+            article, reason = clean_page(page)
+            if article is None:
+                dropped[reason] += 1
+                continue
+            counts["articles"] += 1
+            for passage in split_article(article, passage_words):
+                batch.append(passage)
+                counts["passages"] += 1
+                counts["words"] += passage["num_words"]
+            if len(batch) >= PASSAGE_BATCH:
+                flush()
+        if batch:
+            flush()
+    return {**counts, "dropped": dict(dropped), "seconds": time.perf_counter() - start, "shard": shard.key}
+
+
+def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = [folder / f"shard-{i:05d}.parquet" for i in range(len(shards))]
+    todo = [i for i, out in enumerate(outputs) if not (out.exists() and out.with_suffix(".json").exists())]
+    reporter.start("read", total=len(shards), unit="shards")
+    reporter.advance("read", len(shards) - len(todo))
+
+    def done(i: int, stats: dict) -> None:
+        write_json_atomic(outputs[i].with_suffix(".json"), stats)
+        reporter.advance("read", 1)
+
+    workers = min(config.workers or os.cpu_count() or 1, len(todo))
+    args = (config.passage_words, config.tokenizer)
+    if workers <= 1:
+        for i in todo:
+            done(i, process_shard(shards[i], *args, str(outputs[i])))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(process_shard, shards[i], *args, str(outputs[i])): i for i in todo}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    reporter.finish("read")
+    return outputs
+
+
+def load_store(files: list[Path], tokenizer) -> PassageStore:
+    table = pa.concat_tables([pq.read_table(f, memory_map=True) for f in files]) if files else None
+    if table is None or table.num_rows == 0:
+        return PassageStore([], [], np.zeros(0, dtype=np.int64))
+    titles, texts = table["title"].to_pylist(), table["text"].to_pylist()
+    strings = [passage_text(t, x) for t, x in zip(titles, texts, strict=True)]
+    sep = len(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
+    return PassageStore(
+        ids=table["passage_id"].to_pylist(),
+        strings=strings,
+        num_tokens=table["num_tokens"].to_numpy().astype(np.int64),
+        separator_tokens=sep,
+    )
+
+
+# --- stage 4: related passages ------------------------------------------------------------------------------
+
+
+def run_related_stage(config, store: PassageStore, work: Path, reporter: Reporter):
+    folder = work / f"index-{config.retriever}"
+    reporter.start("related", total=1, unit="index")
+    if not folder.exists():
+        retriever = build_retriever(config.retriever)
+        retriever.index(store.strings)
+        tmp = work / f".tmp-index-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        retriever.save(tmp)
+        os.replace(tmp, folder)
+    else:
+        retriever = load_retriever(config.retriever, folder)
+    reporter.advance("related", 1)
+    reporter.finish("related")
+    return retriever
+
+
+# --- stage 5-6: NER and episodes, one episode shard at a time ----------------------------------------------
+
+
+def build_episode_shard(
+    config, indices, store, retriever, nlp, cache, tokenizer, reporter
+) -> tuple[list, dict]:
+    labels = set(config.ner_labels)
+    pending = {i: 0 for i in indices}
+    episodes: dict[int, dict] = {}
+    rejections: collections.Counter = collections.Counter()
+    ner_words = ner_seconds = 0.0
+    while pending:
+        order = sorted(pending)
+        pivots = [draw_pivot(config.seed, i, pending[i], len(store)) for i in order]
+        related = retriever.related(pivots, [store.strings[p] for p in pivots], config.num_related)
+        plans = []
+        for i, pivot, rel in zip(order, pivots, related, strict=True):
+            plan = plan_episode(
+                i, pending[i], config.seed, pivot, rel, store, config.num_random, config.min_tokens,
+                config.max_tokens,
+            )  # fmt: skip
+            plans.append(plan)
+        needed = {p for plan in plans if not isinstance(plan, Rejection) for p in plan.passages}
+        items = {store.ids[p]: store.strings[p] for p in sorted(needed)}
+        todo = len(cache.missing(items))
+        start = time.perf_counter()
+        ner_words += run_ner(
+            nlp, items, cache, config.ner_batch_size, config.ner_processes,
+            on_progress=lambda n, total: reporter.advance("ner", n),
+        )  # fmt: skip
+        ner_seconds += time.perf_counter() - start if todo else 0.0
+        entities = {p: cache.get(store.ids[p], store.strings[p]) for p in needed}
+        results = [
+            plan
+            if isinstance(plan, Rejection)
+            else assemble_episode(plan, store, entities, labels, config.min_mask_occurrences)
+            for plan in plans
+        ]
+        assembled = [r for r in results if not isinstance(r, Rejection)]
+        bounds = chunk_bounds(tokenizer, [r["text"] for r in assembled], config.chunk_size)
+        bounds_of = {r["index"]: b for r, b in zip(assembled, bounds, strict=True)}
+        for result in results:
+            if not isinstance(result, Rejection):
+                num_tokens, chunks = bounds_of[result["index"]]
+                if config.min_tokens <= num_tokens <= config.max_tokens:
+                    result.update(
+                        episode_id=f"ep-{result['index']:07d}",
+                        num_tokens=num_tokens,
+                        tokenizer=config.tokenizer,
+                        chunk_size=config.chunk_size,
+                        chunks=chunks,
+                    )
+                    episodes[result["index"]] = result
+                    del pending[result["index"]]
+                    reporter.advance("episodes", 1)
+                    continue
+                result = Rejection(result["index"], pending[result["index"]], "length")
+            rejections[result.reason] += 1
+            pending[result.index] += 1
+            if pending[result.index] >= config.max_pivot_tries:
+                rejections["gave-up"] += 1
+                del pending[result.index]
+                reporter.advance("episodes", 1)
+    rows = [episodes[i] for i in sorted(episodes)]
+    stats = {
+        "episodes": len(rows),
+        "rejections": dict(rejections),
+        "ner_words": ner_words,
+        "ner_seconds": ner_seconds,
+    }
+    return rows, stats
+
+
+def run_episode_stage(
+    config, store, retriever, work: Path, cache_dir: Path, tokenizer, reporter
+) -> list[Path]:
+    folder = work / "episodes"
+    folder.mkdir(parents=True, exist_ok=True)
+    size = config.episodes_per_shard
+    ranges = [range(s, min(s + size, config.num_episodes)) for s in range(0, config.num_episodes, size)]
+    outputs = [folder / f"shard-{k:05d}.parquet" for k in range(len(ranges))]
+    todo = [k for k, out in enumerate(outputs) if not (out.exists() and out.with_suffix(".json").exists())]
+    reporter.start("ner", total=None, unit="passages")
+    reporter.start("episodes", total=config.num_episodes, unit="episodes")
+    reporter.advance("episodes", sum(len(ranges[k]) for k in range(len(ranges)) if k not in todo))
+    if todo:
+        nlp = load_ner(config.ner_model)
+        cache = NerCache(cache_dir, config.ner_model)
+        for k in todo:
+            rows, stats = build_episode_shard(
+                config, ranges[k], store, retriever, nlp, cache, tokenizer, reporter
+            )
+            table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
+            write_json_atomic(outputs[k].with_suffix(".json"), stats)
+            with atomic_path(outputs[k]) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
+    reporter.finish("ner")
+    reporter.finish("episodes")
+    return outputs
+
+
+# --- stage 7: the versioned output ----------------------------------------------------------------------
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def publish_version(root: Path, passage_files, episode_files, manifest: dict, stats: dict) -> Path:
+    version = max(list_versions(root), default=0) + 1
+    tmp = root / f".v{version}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "episodes").mkdir(parents=True)
+    (tmp / "passages").mkdir()
+    files = {"episodes": [], "passages": []}
+    nonempty_episode_files = [f for f in episode_files if pq.ParquetFile(f).metadata.num_rows > 0]
+    for table, sources in (("passages", passage_files), ("episodes", nonempty_episode_files)):
+        for i, src in enumerate(sources):
+            rel = f"{table}/{table}-{i:05d}-of-{len(sources):05d}.parquet"
+            link_or_copy(src, tmp / rel)
+            files[table].append(rel)
+    manifest = {**manifest, "version": version, "files": files}
+    write_json_atomic(tmp / "stats.json", stats)
+    write_json_atomic(tmp / "manifest.json", manifest)
+    final = root / f"v{version}"
+    os.replace(tmp, final)
+    return final
+
+
+def episode_summary(files: list[Path]) -> dict:
+    labels: collections.Counter = collections.Counter()
+    tokens = episodes = masks = 0
+    for f in files:
+        t = pq.read_table(f, columns=["answer_label", "num_tokens", "num_masks"])
+        episodes += t.num_rows
+        tokens += int(pa.compute.sum(t["num_tokens"]).as_py() or 0)
+        masks += int(pa.compute.sum(t["num_masks"]).as_py() or 0)
+        labels.update(t["answer_label"].to_pylist())
+    return {"episodes": episodes, "tokens": tokens, "masks": masks, "labels": dict(labels.most_common())}
+
+
+def build_corpus(
+    config: CorpusConfig, out: str | Path = "corpora", reporter: Reporter | None = None
+) -> BuildResult:
+    """Build (or resume, or find already built) the corpus version that `config` describes."""
+    reporter = reporter or Reporter()
+    root = Path(out) / config.name
+    source = resolve_source(config)
+    shards = read.plan_shards(
+        source, streams_per_shard=config.streams_per_shard, hf_split=config.hf_split, hf_name=config.hf_name
+    )
+    cache_dir = root / ".cache"
+    fingerprint = cached_fingerprint(source, cache_dir)
+    build_id = build_identity(config, fingerprint)
+    if root.exists():
+        for v in list_versions(root):
+            existing = open_corpus(root / f"v{v}")
+            if existing.manifest.get("build_id") == build_id:
+                return BuildResult(existing, created=False, summary=existing.manifest.get("summary", {}))
+
+    work = root / ".work" / build_id
+    work.mkdir(parents=True, exist_ok=True)
+    # Passages and the index live in the shared cache: the version folder hard-links the same files.
+    passage_dir = cache_dir / f"passages-{passages_identity(config, fingerprint)}"
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    passage_files = run_read_stage(config, shards, passage_dir, reporter)
+    shard_stats = [json.loads(f.with_suffix(".json").read_text()) for f in passage_files]
+    seconds["read+clean+passages"] = time.perf_counter() - t
+    counts: collections.Counter = collections.Counter()
+    dropped: collections.Counter = collections.Counter()
+    for s in shard_stats:
+        counts.update({k: s.get(k, 0) for k in ("pages", "articles", "passages", "words", "passage_tokens")})
+        dropped.update(s.get("dropped", {}))
+    if counts["articles"] == 0:
+        why = ", ".join(f"{k}: {v}" for k, v in dropped.items()) or "no pages"
+        raise InputError(
+            source, f"no main-namespace article found ({counts['pages']} pages read; dropped {why})"
+        )
+
+    t = time.perf_counter()
+    tokenizer = load_tokenizer(config.tokenizer)
+    store = load_store(passage_files, tokenizer)
+    need = 1 + config.num_related
+    if len(store) < need or int(store.num_tokens.sum()) < config.min_tokens:
+        raise InputError(
+            source,
+            f"too little text: {len(store)} passages, {int(store.num_tokens.sum())} tokens, but an episode "
+            f"needs {need}+ passages and at least min_tokens={config.min_tokens} tokens (use a larger "
+            "source, or lower num_related/min_tokens, e.g. --preset tiny)",
+        )
+    retriever = run_related_stage(config, store, passage_dir, reporter)
+    seconds["related"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    episode_files = run_episode_stage(config, store, retriever, work, cache_dir, tokenizer, reporter)
+    episode_stats = [json.loads(f.with_suffix(".json").read_text()) for f in episode_files]
+    rejections: collections.Counter = collections.Counter()
+    for s in episode_stats:
+        rejections.update(s["rejections"])
+    ner_seconds = sum(s["ner_seconds"] for s in episode_stats)
+    seconds["ner"] = ner_seconds
+    seconds["episodes"] = time.perf_counter() - t - ner_seconds
+    summary = episode_summary(episode_files)
+    if summary["episodes"] == 0:
+        raise InputError(
+            source,
+            f"no episode could be built ({dict(rejections)}); the source may be too small or too uniform for "
+            "this config (try more text, a lower min_mask_occurrences, or more ner_labels)",
+        )
+
+    t = time.perf_counter()
+    summary.update(
+        articles=counts["articles"],
+        pages=counts["pages"],
+        passages=counts["passages"],
+        words=counts["words"],
+        dropped=dict(dropped),
+        rejections=dict(rejections),
+        ner_words=sum(s["ner_words"] for s in episode_stats),
+    )
+    manifest = {
+        "name": config.name,
+        "build_id": build_id,
+        "schema_version": SCHEMA_VERSION,
+        "memtrain_version": __version__,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "config": to_dict(config),
+        "source": fingerprint,
+        "counts": {k: summary[k] for k in ("pages", "articles", "passages", "words", "episodes", "tokens")},
+        "summary": summary,
+    }
+    manifest["stages"] = {k: {"seconds": round(v, 3)} for k, v in seconds.items()}
+    stats = {"shards": shard_stats, "episode_shards": episode_stats, "seconds": seconds}
+    final = publish_version(root, passage_files, episode_files, manifest, stats)
+    seconds["write"] = time.perf_counter() - t
+    shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(open_corpus(final), created=True, summary={**summary, "seconds": seconds})

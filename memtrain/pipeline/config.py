@@ -1,0 +1,104 @@
+"""`CorpusConfig`: every knob of `memtrain build-corpus`, with the paper's values as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+DEFAULT_NER_LABELS = [
+    "PERSON", "ORG", "GPE", "LOC", "DATE", "NORP", "EVENT", "WORK_OF_ART", "FAC", "PRODUCT", "CARDINAL",
+]  # fmt: skip
+
+
+@dataclass
+class CorpusConfig:
+    name: str = field(default="enwiki", metadata={"help": "Corpus name: output goes to OUT/<name>/v<N>/."})
+    source: str | None = field(
+        default=None,
+        metadata={
+            "help": "Wikipedia dump (.xml, .xml.bz2, multistream .bz2), parquet file/folder in the HF "
+            "wikimedia/wikipedia layout, a datasets id, or JSONL. None = the embedded English excerpt."
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "Episode i is drawn from the RNG seeded by (seed, i)."})
+    num_episodes: int = field(default=30000, metadata={"help": "Episodes to build (paper: 30k documents)."})
+    passage_words: int = field(default=100, metadata={"help": "Words per DPR-style passage."})
+    num_related: int = field(default=29, metadata={"help": "Retrieved passages most related to the pivot."})
+    num_random: int = field(
+        default=120,
+        metadata={
+            "help": "Random passages (at least; more are added while the document is under min_tokens)."
+        },
+    )
+    min_tokens: int = field(default=24000, metadata={"help": "Shortest document, in tokens of `tokenizer`."})
+    max_tokens: int = field(default=40000, metadata={"help": "Longest document, in tokens of `tokenizer`."})
+    tokenizer: str = field(
+        default="smollm2-135m-instruct",
+        metadata={
+            "help": "Tokenizer that counts tokens and cuts chunks: an asset name, Hub id or local folder."
+        },
+    )
+    chunk_size: int = field(default=5120, metadata={"help": "Chunk size in tokens (paper: 5120)."})
+    retriever: str = field(default="bm25", metadata={"help": "Related-passage retriever: 'bm25' (bm25s)."})
+    ner_model: str = field(
+        default="en_core_web_sm",
+        metadata={"help": "spaCy pipeline: the en_core_web_sm asset, an installed package name, or a path."},
+    )
+    ner_labels: list[str] = field(
+        default_factory=lambda: list(DEFAULT_NER_LABELS),
+        metadata={"help": "spaCy entity labels admissible as the masked answer."},
+    )
+    min_mask_occurrences: int = field(
+        default=2,
+        metadata={"help": "The answer must occur at least this often in the document (evidence to gather)."},
+    )
+    max_pivot_tries: int = field(default=50, metadata={"help": "Pivots tried per episode before giving up."})
+    episodes_per_shard: int = field(default=1000, metadata={"help": "Episodes per Parquet shard."})
+    ner_batch_size: int = field(default=256, metadata={"help": "spaCy nlp.pipe batch size."})
+    ner_processes: int = field(default=1, metadata={"help": "spaCy nlp.pipe n_process."})
+    workers: int = field(default=0, metadata={"help": "Processes for the per-shard stages (0 = all cores)."})
+    streams_per_shard: int = field(
+        default=100, metadata={"help": "Multistream dumps: bz2 streams (100 pages each) per read shard."}
+    )
+    hf_split: str = field(default="train", metadata={"help": "Split, for a datasets id source."})
+    hf_name: str | None = field(default=None, metadata={"help": "Config name, for a datasets id source."})
+
+    def __post_init__(self) -> None:
+        positive = [
+            "num_episodes", "passage_words", "min_tokens", "max_tokens", "chunk_size", "max_pivot_tries",
+            "episodes_per_shard", "ner_batch_size", "ner_processes", "streams_per_shard",
+            "min_mask_occurrences",
+        ]  # fmt: skip
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("num_related", "num_random", "workers", "seed"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if self.min_tokens > self.max_tokens:
+            raise ConfigError(f"min_tokens ({self.min_tokens}) is larger than max_tokens ({self.max_tokens})")
+        if not self.ner_labels:
+            raise ConfigError("ner_labels is empty: no entity could ever be masked")
+        if self.retriever != "bm25":
+            raise ConfigError(f"retriever {self.retriever!r} is unknown; available: bm25")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"name {self.name!r} must be a plain folder name")
+
+    # Fields that change how the build runs, not what it produces: they do not make a new version.
+    RUNTIME_FIELDS = ("workers", "ner_batch_size", "ner_processes", "episodes_per_shard", "streams_per_shard")
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    # A CPU demo: short documents the SmolLM2 agent reads in ~5 chunks of 512 tokens.
+    "tiny": {
+        "num_episodes": 16,
+        "num_related": 5,
+        "num_random": 14,
+        "min_tokens": 1500,
+        "max_tokens": 4000,
+        "chunk_size": 512,
+        "episodes_per_shard": 8,
+    },
+}

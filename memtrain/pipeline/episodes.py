@@ -1,0 +1,205 @@
+"""Episode assembly: pivot + related + random passages, shuffled, one pivot entity masked everywhere.
+
+Episode `index` draws all its randomness from `numpy.random.default_rng([seed, index, attempt])`, never from
+processing order, so a build is reproducible whatever the parallelism and however often it was interrupted.
+
+Rules (documented in the README and the dataset card):
+- The document is pivot + `num_related` retrieved passages + at least `num_random` random passages;
+  random passages are added while the document is shorter than `min_tokens` and removed while longer
+  than `max_tokens`.
+- Candidate answers are the pivot's spaCy entities with an admissible label. The answer is chosen uniformly
+  (with the episode's RNG) among the candidates that (a) occur at least `min_mask_occurrences` times in the
+  document as whole words, case-sensitively, and (b) do not leak after masking: no case-insensitive
+  occurrence, no occurrence without a leading article ("the Soviet Union" → "Soviet Union"), and for numbers
+  no occurrence of the same digits written differently ("1,300" / "1300").
+- Every whole-word, case-sensitive occurrence in the whole document becomes `[MASK]`, titles included.
+- When a pivot has no admissible entity, or the masked document falls outside the token range, the episode
+  tries a new pivot (next `attempt`), up to `max_pivot_tries`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .schema import MASK
+
+SEPARATOR = "\n\n"
+
+
+@dataclass
+class Plan:
+    """Which passages (global indices) an episode uses, in document order, and their roles."""
+
+    seed: int
+    index: int
+    attempt: int
+    pivot: int
+    passages: list[int]
+    roles: list[str]
+
+
+@dataclass
+class Rejection:
+    index: int
+    attempt: int
+    reason: str
+
+
+@dataclass
+class PassageStore:
+    """Column view of all passages: ids, document strings and token counts, by global index."""
+
+    ids: list[str]
+    strings: list[str]
+    num_tokens: np.ndarray
+    separator_tokens: int = 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def episode_rng(seed: int, index: int, attempt: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, attempt])
+
+
+def draw_pivot(seed: int, index: int, attempt: int, n_passages: int) -> int:
+    return int(episode_rng(seed, index, attempt).integers(n_passages))
+
+
+def plan_episode(
+    index: int,
+    attempt: int,
+    seed: int,
+    pivot: int,
+    related: list[int],
+    store: PassageStore,
+    num_random: int,
+    min_tokens: int,
+    max_tokens: int,
+) -> Plan | Rejection:
+    rng = episode_rng(seed, index, attempt)
+    rng.integers(len(store))  # the pivot draw (see draw_pivot): keep the stream aligned
+    n = len(store)
+    taken = {pivot, *related}
+    pool_size = min(n, 2 * num_random + len(taken) + 256)
+    candidates = [int(i) for i in rng.choice(n, size=pool_size, replace=False) if int(i) not in taken]
+
+    def length(indices: list[int]) -> int:
+        return int(store.num_tokens[indices].sum()) + store.separator_tokens * (len(indices) - 1)
+
+    base = [pivot, *related]
+    randoms = candidates[:num_random]
+    rest = candidates[num_random:]
+    total = length(base + randoms)
+    while total < min_tokens and rest:
+        randoms.append(rest.pop(0))
+        total = length(base + randoms)
+    while total > max_tokens and randoms:
+        randoms.pop()
+        total = length(base + randoms)
+    if not (min_tokens <= total <= max_tokens):
+        return Rejection(index, attempt, "length")
+    order = base + randoms
+    roles = ["pivot"] + ["related"] * len(related) + ["random"] * len(randoms)
+    perm = rng.permutation(len(order))
+    return Plan(seed, index, attempt, pivot, [order[i] for i in perm], [roles[i] for i in perm])
+
+
+def whole_word(text: str, flags: int = 0) -> re.Pattern:
+    return re.compile(r"(?<!\w)" + re.escape(text) + r"(?!\w)", flags)
+
+
+def leak_patterns(answer: str) -> list[re.Pattern]:
+    """Spellings of the answer that must not survive masking."""
+    patterns = [whole_word(answer, re.IGNORECASE)]
+    stripped = re.sub(r"^(the|a|an)\s+", "", answer, flags=re.IGNORECASE)
+    if stripped != answer and len(stripped) > 1:
+        patterns.append(whole_word(stripped, re.IGNORECASE))
+    digits = re.sub(r"[^\d]", "", answer)
+    if len(digits) >= 2 and digits != answer:
+        # the same number written with other separators: 1,300 / 1300 / 1 300 / 1.300
+        patterns.append(re.compile(r"(?<![\d\w])" + r"[\s,.\u00a0]?".join(digits) + r"(?![\d\w])"))
+    return patterns
+
+
+def candidate_entities(pivot_string: str, entities: list[dict], labels: set[str]) -> list[tuple[str, str]]:
+    """(surface, label) of the pivot's admissible entities, unique, in order of first appearance."""
+    seen: dict[str, str] = {}
+    for ent in entities:
+        if ent["label"] not in labels:
+            continue
+        surface = pivot_string[ent["start"] : ent["end"]].strip()
+        if len(surface) < 2 or "\n" in surface or not any(c.isalnum() for c in surface) or MASK in surface:
+            continue
+        seen.setdefault(surface, ent["label"])
+    return list(seen.items())
+
+
+def assemble_episode(
+    plan: Plan,
+    store: PassageStore,
+    entities: dict[int, list[dict]],
+    labels: set[str],
+    min_occurrences: int,
+) -> dict | Rejection:
+    """Mask one pivot entity across the document; returns the episode fields that need no tokenizer."""
+    rng = np.random.default_rng([plan.seed, plan.index, plan.attempt, 1])  # its own stream: the entity choice
+    strings = [store.strings[i] for i in plan.passages]
+    document = SEPARATOR.join(strings)
+    pivot_pos = plan.roles.index("pivot")
+    admissible = []
+    for surface, label in candidate_entities(strings[pivot_pos], entities[plan.pivot], labels):
+        pattern = whole_word(surface)
+        count = len(pattern.findall(document))
+        if count < min_occurrences:
+            continue
+        masked_doc = pattern.sub(MASK, document)
+        if any(p.search(masked_doc) for p in leak_patterns(surface)):
+            continue
+        admissible.append((surface, label, count))
+    if not admissible:
+        return Rejection(plan.index, plan.attempt, "no-admissible-entity")
+    answer, label, count = admissible[int(rng.integers(len(admissible)))]
+    pattern = whole_word(answer)
+
+    texts, starts, spans = [], [], []
+    offset = 0
+    for pos, (global_index, string) in enumerate(zip(plan.passages, strings, strict=True)):
+        masks = [m.span() for m in pattern.finditer(string)]
+        masked = pattern.sub(MASK, string)
+        for ent in entities[global_index]:
+            s, e = ent["start"], ent["end"]
+            if any(ms < e and s < me for ms, me in masks):
+                continue  # the entity overlaps the answer: it is (partly) a [MASK] now
+            shift = sum(len(MASK) - (me - ms) for ms, me in masks if me <= s)
+            surface = string[s:e]
+            if not surface.strip():
+                continue
+            spans.append(
+                {
+                    "start": offset + s + shift,
+                    "end": offset + e + shift,
+                    "label": ent["label"],
+                    "text": surface,
+                    "passage": pos,
+                }
+            )
+        starts.append(offset)
+        texts.append(masked)
+        offset += len(masked) + len(SEPARATOR)
+    text = SEPARATOR.join(texts)
+    return {
+        "index": plan.index,
+        "pivot_id": store.ids[plan.pivot],
+        "passage_ids": [store.ids[i] for i in plan.passages],
+        "passage_roles": plan.roles,
+        "passage_starts": starts,
+        "text": text,
+        "answer": answer,
+        "answer_label": label,
+        "num_masks": text.count(MASK),
+        "entities": spans,
+    }

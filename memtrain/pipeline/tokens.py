@@ -1,0 +1,67 @@
+"""The tokenizer that counts document tokens and cuts chunks (an asset name, a Hub id or a local folder)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from pathlib import Path
+
+from .. import assets
+from ..errors import ConfigError
+
+
+@functools.cache
+def load_tokenizer(name: str):
+    """Fast tokenizer by name. Asset names resolve to the pinned GGUF model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    try:
+        if name in assets.ASSETS:
+            # Converting a GGUF vocabulary takes seconds: do it once and keep the result in the cache.
+            converted = assets.cache_dir() / "tokenizers" / name
+            if (converted / "tokenizer_config.json").exists():
+                return AutoTokenizer.from_pretrained(str(converted))
+            gguf = assets.fetch(name)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tmp = converted.with_name(f".{name}.tmp-{os.getpid()}")
+            tokenizer.save_pretrained(str(tmp))
+            shutil.rmtree(converted, ignore_errors=True)
+            os.replace(tmp, converted)
+            return tokenizer
+        path = Path(name)
+        if path.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"tokenizer {name!r} could not be loaded: {exc}") from None
+
+
+def count_tokens(tokenizer, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def chunk_bounds(tokenizer, texts: list[str], chunk_size: int) -> list[tuple[int, list[dict]]]:
+    """Cut each text every `chunk_size` tokens into contiguous character ranges that cover all of it.
+
+    Returns (number of tokens, chunks) per text. One batched call: the Rust tokenizer encodes in parallel.
+    """
+    if not texts:
+        return []
+    encodings = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    results = []
+    for text, offsets in zip(texts, encodings, strict=True):
+        n = len(offsets)
+        chunks = []
+        start = 0
+        for first in range(0, n, chunk_size):
+            last = min(first + chunk_size, n)
+            end = offsets[last][0] if last < n else len(text)
+            chunks.append({"start": start, "end": end, "num_tokens": last - first})
+            start = end
+        if not chunks:
+            chunks.append({"start": 0, "end": len(text), "num_tokens": 0})
+        results.append((n, chunks))
+    return results
