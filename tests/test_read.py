@@ -12,6 +12,7 @@ import tracemalloc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import PAGE_BYTES
 
 from memtrain.errors import InputError
 from memtrain.pipeline.read import (
@@ -23,9 +24,6 @@ from memtrain.pipeline.read import (
 )
 from memtrain.pipeline.schema import Page
 
-PAGES_PER_STREAM = 10
-PAGE_BYTES = re.compile(rb"[ \t]*<page>.*?</page>\n", re.S)
-
 
 def read_all(source, **kwargs) -> list[Page]:
     return [page for shard in plan_shards(source, **kwargs) for page in read_shard(shard)]
@@ -36,37 +34,8 @@ def as_plain(pages: list[Page]) -> list[Page]:
 
 
 @pytest.fixture(scope="module")
-def excerpt_xml(enwiki_excerpt) -> bytes:
-    return bz2.decompress(enwiki_excerpt.read_bytes())
-
-
-@pytest.fixture(scope="module")
 def excerpt_pages(enwiki_excerpt) -> list[Page]:
     return read_all(enwiki_excerpt)
-
-
-@pytest.fixture(scope="module")
-def multistream_dump(excerpt_xml, tmp_path_factory):
-    """The excerpt re-packed as Wikimedia packs multistream dumps: a header stream (`<siteinfo>`), bz2
-    streams of PAGES_PER_STREAM pages each, a closing stream, and the `offset:id:title` index beside it."""
-    folder = tmp_path_factory.mktemp("multistream")
-    pages = list(PAGE_BYTES.finditer(excerpt_xml))
-    header, footer = excerpt_xml[: pages[0].start()], excerpt_xml[pages[-1].end() :]
-    dump, index_lines = bytearray(bz2.compress(header)), []
-    for i in range(0, len(pages), PAGES_PER_STREAM):
-        offset = len(dump)
-        group = [m.group() for m in pages[i : i + PAGES_PER_STREAM]]
-        for page in group:
-            page_id = re.search(rb"<id>(\d+)</id>", page).group(1).decode()
-            title = re.search(rb"<title>(.*?)</title>", page).group(1).decode()
-            index_lines.append(f"{offset}:{page_id}:{title}\n")
-        dump += bz2.compress(b"".join(group))
-    dump += bz2.compress(footer)
-    path = folder / "enwiki-20160401-pages-articles-multistream.xml.bz2"
-    path.write_bytes(bytes(dump))
-    index = folder / "enwiki-20160401-pages-articles-multistream-index.txt.bz2"
-    index.write_bytes(bz2.compress("".join(index_lines).encode()))
-    return path
 
 
 def test_the_excerpt_reads_as_pages_with_redirects_and_namespaces(excerpt_pages, excerpt_xml):

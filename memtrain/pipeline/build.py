@@ -100,7 +100,9 @@ def cached_fingerprint(source: str, cache: Path) -> dict:
 # --- stage 1-3: read → clean → passages, one source shard per task ----------------------------------------
 
 
-def process_shard(shard: read.SourceShard, passage_words: int, tokenizer_name: str, dest: str) -> dict:
+def process_shard(
+    shard: read.SourceShard, passage_words: int, tokenizer_name: str, dest: str, on_page=None
+) -> dict:
     """Read one source shard, clean its pages, split articles into passages; write one Parquet file."""
     start = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_name)
@@ -119,6 +121,8 @@ def process_shard(shard: read.SourceShard, passage_words: int, tokenizer_name: s
 
         for page in read.read_shard(shard):
             counts["pages"] += 1
+            if on_page is not None and counts["pages"] % 100 == 0:
+                on_page(100)
             article, reason = clean_page(page)
             if article is None:
                 dropped[reason] += 1
@@ -139,23 +143,25 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
     folder.mkdir(parents=True, exist_ok=True)
     outputs = [folder / f"shard-{i:05d}.parquet" for i in range(len(shards))]
     todo = [i for i, out in enumerate(outputs) if not (out.exists() and out.with_suffix(".json").exists())]
-    reporter.start("read", total=len(shards), unit="shards")
-    reporter.advance("read", len(shards) - len(todo))
-
-    def done(i: int, stats: dict) -> None:
-        write_json_atomic(outputs[i].with_suffix(".json"), stats)
-        reporter.advance("read", 1)
+    reporter.start("read", total=None, unit="pages")
+    for i, out in enumerate(outputs):
+        if i not in todo:
+            reporter.advance("read", json.loads(out.with_suffix(".json").read_text())["pages"])
 
     workers = min(config.workers or os.cpu_count() or 1, len(todo))
     args = (config.passage_words, config.tokenizer)
     if workers <= 1:
         for i in todo:
-            done(i, process_shard(shards[i], *args, str(outputs[i])))
+            stats = process_shard(shards[i], *args, str(outputs[i]), lambda n: reporter.advance("read", n))
+            write_json_atomic(outputs[i].with_suffix(".json"), stats)
+            reporter.advance("read", stats["pages"] % 100)
     else:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(process_shard, shards[i], *args, str(outputs[i])): i for i in todo}
             for future in as_completed(futures):
-                done(futures[future], future.result())
+                stats = future.result()
+                write_json_atomic(outputs[futures[future]].with_suffix(".json"), stats)
+                reporter.advance("read", stats["pages"])
     reporter.finish("read")
     return outputs
 
