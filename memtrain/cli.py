@@ -150,3 +150,151 @@ def print_build_summary(manifest: dict) -> None:
     for stage, info in manifest.get("stages", {}).items():
         table.add_row(f"time: {stage}", f"{info['seconds']:.1f} s")
     console.print(table)
+
+
+# --- inspect, card, publish ---------------------------------------------------------------------------------
+
+
+@app.command("inspect-episodes")
+@friendly_errors
+def inspect_episodes_cmd(
+    corpus_dir: Annotated[
+        str, typer.Argument(help="Corpus folder OUT/NAME (latest version) or OUT/NAME/v<N>.")
+    ],
+    version: Annotated[int | None, typer.Option(help="Version to inspect (default: the latest).")] = None,
+    episode: Annotated[str | None, typer.Option(help="Render the episode with this id (or index).")] = None,
+    sample: Annotated[int | None, typer.Option(help="Render N episodes drawn with --seed.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    sql: Annotated[
+        str | None, typer.Option(help="DuckDB query over the views `episodes` and `passages`.")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="table, json, csv or parquet (default: from --output's suffix, else table)."
+        ),
+    ] = None,
+    output: Annotated[str | None, typer.Option(help="Write the --sql result to this file.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown by --format table.")] = 50,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option(help="Compare two versions, e.g. --compare 1 2.", metavar="V1 V2"),
+    ] = None,
+) -> None:
+    """Summarize a corpus version, render episodes, run SQL over its shards, or compare two versions."""
+    from pathlib import Path
+
+    from .corpus import open_corpus
+    from .inspect import compare as compare_mod
+    from .inspect import query, render, summary, views
+
+    modes = [
+        m
+        for m, v in (("--episode", episode), ("--sample", sample), ("--sql", sql), ("--compare", compare))
+        if v
+    ]
+    if len(modes) > 1:
+        raise MemtrainError(f"{' and '.join(modes)} cannot be combined; choose one")
+    if (fmt or output) and not sql:
+        raise MemtrainError("--format and --output apply to --sql")
+    if compare:
+        for renderable in compare_mod.comparison_tables(compare_mod.compare_versions(corpus_dir, *compare)):
+            console.print(renderable)
+        return
+    corpus = open_corpus(corpus_dir, version)
+    con = views.open_views(corpus)
+    if sql:
+        output_path = Path(output) if output else None
+        chosen = query.choose_format(fmt, output_path)
+        relation = query.run_query(con, sql)
+        if chosen == "table":
+            frame = query.query_frame(relation, limit + 1)
+            console.print(query.result_table(frame.head(limit)))
+            if frame.height > limit:
+                console.print(f"[dim]first {limit} rows shown; --limit N for more, --output FILE for all[/]")
+        elif output_path:
+            query.export(con, relation, chosen, output_path)
+            console.print(f"[green]✓[/] wrote {output}", highlight=False, soft_wrap=True)
+        else:
+            query.export_to_stream(con, relation, chosen)
+        return
+    if episode is not None or sample is not None:
+        episodes = (
+            [render.get_episode(con, episode)]
+            if episode is not None
+            else render.sample_episodes(con, sample, seed)
+        )
+        for i, ep in enumerate(episodes):
+            if i:
+                console.rule()
+            console.print(render.render_episode(ep))
+        return
+    for table in summary.summary_tables(summary.summarize(corpus, con)):
+        console.print(table)
+
+
+@app.command("card")
+@friendly_errors
+def card_cmd(
+    corpus_dir: Annotated[
+        str, typer.Argument(help="Corpus folder OUT/NAME (latest version) or OUT/NAME/v<N>.")
+    ],
+    version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
+    template: Annotated[
+        str | None, typer.Option(help="Jinja2 card template (default: data_cards/episodes.md.j2).")
+    ] = None,
+) -> None:
+    """Write the Hub dataset card (README.md) of a corpus version next to its shards."""
+    from .cards import write_card
+    from .corpus import open_corpus
+
+    path = write_card(open_corpus(corpus_dir, version), template)
+    console.print(f"[green]✓[/] dataset card: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("publish")
+@friendly_errors
+def publish_cmd(
+    corpus_dir: Annotated[
+        str, typer.Argument(help="Corpus folder OUT/NAME (latest version) or OUT/NAME/v<N>.")
+    ],
+    repo: Annotated[str, typer.Option(help="Hub dataset repo OWNER/NAME.")],
+    version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
+    private: Annotated[
+        bool, typer.Option(help="Create the repo private (an existing repo keeps its visibility).")
+    ] = False,
+    revision: Annotated[
+        str | None, typer.Option(help="Branch to commit to (created if missing; default main).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Build the Hub folder only; upload nothing.")] = False,
+    folder: Annotated[
+        str | None, typer.Option(help="Where to build the Hub folder (default OUT/NAME/.hub/v<N>).")
+    ] = None,
+) -> None:
+    """Publish a corpus version as a Hugging Face Hub dataset (token from HF_TOKEN or `hf auth login`)."""
+    from .corpus import open_corpus
+    from .publish import check_repo_id, prepare_folder, resolve_token, upload
+
+    check_repo_id(repo)
+    token = None if dry_run else resolve_token()
+    corpus = open_corpus(corpus_dir, version)
+    with console.status("laying out the Hub folder …"):
+        hub_folder = prepare_folder(corpus, repo, folder)
+    table = Table(title=f"{repo} ← {hub_folder.label}")
+    table.add_column("file")
+    table.add_column("bytes", justify="right")
+    for f in sorted(p for p in hub_folder.path.rglob("*") if p.is_file()):
+        table.add_row(str(f.relative_to(hub_folder.path)), f"{f.stat().st_size:,}")
+    console.print(table)
+    if dry_run:
+        console.print(
+            f"[green]✓[/] dry run: Hub folder ready at {hub_folder.path}; nothing uploaded",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    result = upload(hub_folder, repo, private=private, revision=revision, token=token)
+    console.print(
+        f"[green]✓[/] published {hub_folder.label} to {repo}@{result.revision}: {result.commit_url}",
+        soft_wrap=True,
+    )

@@ -1,0 +1,1 @@
+"""Inspect a built corpus with DuckDB: summary statistics, rendered episodes, SQL queries, version diffs."""

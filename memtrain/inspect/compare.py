@@ -1,0 +1,124 @@
+"""What changed between two versions of a corpus: counts, the config, and the build (source, code, schema)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..corpus import VERSION_DIR, CorpusVersion, open_corpus
+from ..errors import MemtrainError
+from .summary import number
+
+_VERSION = re.compile(r"^v?(\d+)$")
+
+
+@dataclass
+class Change:
+    key: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class Comparison:
+    name: str
+    old: CorpusVersion
+    new: CorpusVersion
+    counts: list[Change]  # every count either manifest records, changed or not
+    config: list[Change]  # only the fields that differ
+    build: list[Change]  # source files, schema and package version, creation time: only what differs
+
+
+def parse_version(text: str) -> int:
+    match = _VERSION.match(str(text).strip())
+    if not match:
+        raise MemtrainError(f"{text!r} is not a version; give a number like 2 or v2")
+    return int(match.group(1))
+
+
+def corpus_root(path: str | Path) -> Path:
+    """`OUT/<name>` for either `OUT/<name>` or one of its version folders."""
+    path = Path(path)
+    return path.parent if VERSION_DIR.match(path.name) and (path / "manifest.json").exists() else path
+
+
+def changes(old: dict, new: dict, keep_equal: bool = False) -> list[Change]:
+    found = []
+    for key in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(key), new.get(key)
+        if keep_equal or json.dumps(a, sort_keys=True, default=str) != json.dumps(
+            b, sort_keys=True, default=str
+        ):
+            found.append(Change(key, a, b))
+    return found
+
+
+def source_files(manifest: dict) -> dict[str, str]:
+    files = (manifest.get("source") or {}).get("files") or []
+    return {f"source {Path(f.get('path', '?')).name}": f.get("sha256") for f in files}
+
+
+def build_facts(manifest: dict) -> dict[str, Any]:
+    facts = {
+        key: manifest.get(key) for key in ("schema_version", "memtrain_version", "created_at", "build_id")
+    }
+    return {**facts, **source_files(manifest)}
+
+
+def compare_versions(path: str | Path, old_version: str | int, new_version: str | int) -> Comparison:
+    root = corpus_root(path)
+    old = open_corpus(root, version=parse_version(str(old_version)))
+    new = open_corpus(root, version=parse_version(str(new_version)))
+    return Comparison(
+        name=new.name,
+        old=old,
+        new=new,
+        counts=changes(old.manifest.get("counts") or {}, new.manifest.get("counts") or {}, keep_equal=True),
+        config=changes(old.manifest.get("config") or {}, new.manifest.get("config") or {}),
+        build=changes(build_facts(old.manifest), build_facts(new.manifest)),
+    )
+
+
+def plain(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return number(value)
+    return "-" if value is None else json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def delta(old: Any, new: Any) -> str:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new)):
+        return ""
+    diff = new - old
+    if diff == 0:
+        return "="
+    pct = f" ({100 * diff / old:+.1f}%)" if old else ""
+    return f"{diff:+,}{pct}" if isinstance(diff, int) else f"{diff:+,.1f}{pct}"
+
+
+def comparison_tables(comparison: Comparison) -> list[RenderableType]:
+    a, b = f"v{comparison.old.version}", f"v{comparison.new.version}"
+    counts = Table(title=f"{comparison.name}: {a} → {b} counts")
+    for col, justify in (("count", "left"), (a, "right"), (b, "right"), ("change", "right")):
+        counts.add_column(col, justify=justify)
+    for c in comparison.counts:
+        counts.add_row(c.key, plain(c.old), plain(c.new), delta(c.old, c.new))
+
+    tables: list[RenderableType] = [counts]
+    for title, rows in (("config", comparison.config), ("build", comparison.build)):
+        if not rows:
+            tables.append(Text(f"{title}: no change", style="italic"))
+            continue
+        table = Table(title=f"{title} changes")
+        for col in ("field", a, b):
+            table.add_column(col, overflow="fold")
+        for c in rows:
+            table.add_row(c.key, plain(c.old), plain(c.new))
+        tables.append(table)
+    return tables
