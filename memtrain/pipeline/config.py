@@ -54,7 +54,9 @@ class CorpusConfig:
         metadata={"help": "The answer must occur at least this often in the document (evidence to gather)."},
     )
     max_pivot_tries: int = field(default=50, metadata={"help": "Pivots tried per episode before giving up."})
-    episodes_per_shard: int = field(default=1000, metadata={"help": "Episodes per Parquet shard."})
+    episodes_per_shard: int = field(
+        default=250, metadata={"help": "Episodes per Parquet shard (and per NER round; bounds memory)."}
+    )
     ner_batch_size: int = field(default=256, metadata={"help": "spaCy nlp.pipe batch size."})
     ner_processes: int = field(default=1, metadata={"help": "spaCy nlp.pipe n_process."})
     workers: int = field(default=0, metadata={"help": "Processes for the per-shard stages (0 = all cores)."})

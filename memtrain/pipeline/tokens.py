@@ -43,25 +43,33 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def chunk_bounds(tokenizer, texts: list[str], chunk_size: int) -> list[tuple[int, list[dict]]]:
+def chunk_bounds(
+    tokenizer, texts: list[str], chunk_size: int, batch_size: int = 16
+) -> list[tuple[int, list[dict]]]:
     """Cut each text every `chunk_size` tokens into contiguous character ranges that cover all of it.
 
-    Returns (number of tokens, chunks) per text. One batched call: the Rust tokenizer encodes in parallel.
+    Returns (number of tokens, chunks) per text. Texts are encoded in batches (the Rust tokenizer encodes a
+    batch in parallel); small batches keep the per-token offsets of only a few long documents in memory.
     """
-    if not texts:
-        return []
-    encodings = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     results = []
-    for text, offsets in zip(texts, encodings, strict=True):
-        n = len(offsets)
-        chunks = []
-        start = 0
-        for first in range(0, n, chunk_size):
-            last = min(first + chunk_size, n)
-            end = offsets[last][0] if last < n else len(text)
-            chunks.append({"start": start, "end": end, "num_tokens": last - first})
-            start = end
-        if not chunks:
-            chunks.append({"start": 0, "end": len(text), "num_tokens": 0})
-        results.append((n, chunks))
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        encodings = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        results.extend(
+            _cut(text, offsets, chunk_size) for text, offsets in zip(batch, encodings, strict=True)
+        )
     return results
+
+
+def _cut(text: str, offsets: list[tuple[int, int]], chunk_size: int) -> tuple[int, list[dict]]:
+    n = len(offsets)
+    chunks = []
+    start = 0
+    for first in range(0, n, chunk_size):
+        last = min(first + chunk_size, n)
+        end = offsets[last][0] if last < n else len(text)
+        chunks.append({"start": start, "end": end, "num_tokens": last - first})
+        start = end
+    if not chunks:
+        chunks.append({"start": 0, "end": len(text), "num_tokens": 0})
+    return n, chunks
