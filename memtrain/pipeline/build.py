@@ -106,7 +106,9 @@ def process_shard(
     """Read one source shard, clean its pages, split articles into passages; write one Parquet file."""
     start = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_name)
-    counts: collections.Counter = collections.Counter()
+    counts = collections.Counter(
+        dict.fromkeys(("pages", "articles", "passages", "words", "passage_tokens"), 0)
+    )
     dropped: collections.Counter = collections.Counter()
     batch: list[dict] = []
     with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, PASSAGE_SCHEMA, compression="zstd") as writer:
