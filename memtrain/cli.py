@@ -298,3 +298,147 @@ def publish_cmd(
         f"[green]✓[/] published {hub_folder.label} to {repo}@{result.revision}: {result.commit_url}",
         soft_wrap=True,
     )
+
+
+# --- agent: rollout, serve ----------------------------------------------------------------------------------
+
+
+@app.command("rollout")
+@friendly_errors
+def rollout_cmd(
+    corpus_dir: Annotated[
+        str, typer.Argument(help="Corpus folder (OUT/NAME, latest version) or a version folder.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Asset name, Hub id, local folder or .gguf file (default: SmolLM2-135M)."),
+    ] = None,
+    episodes: Annotated[int, typer.Option(help="How many episodes to roll out.")] = 4,
+    backend: Annotated[str, typer.Option(help="transformers, vllm or openai.")] = "transformers",
+    group: Annotated[int | None, typer.Option(help="G1: trajectories per episode.")] = None,
+    recall_samples: Annotated[int | None, typer.Option(help="G2: samples of each recall prompt.")] = None,
+    preset: Annotated[str, typer.Option(help="Token budgets: tiny (CPU) or paper (8192 per call).")] = "tiny",
+    sampling: Annotated[str, typer.Option(help="eval (T=0.7, top-p 0.95) or train (T=1, top-p 1).")] = "eval",
+    config: Annotated[str | None, typer.Option(help="YAML file of AgentConfig fields.")] = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--override", "-o", help="AgentConfig key=value (repeatable).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of sampling and recall probes.")] = None,
+    version: Annotated[int | None, typer.Option(help="Corpus version (default: latest).")] = None,
+    skip: Annotated[int, typer.Option(help="Skip this many episodes first.")] = 0,
+    episodes_per_call: Annotated[
+        int, typer.Option(help="Episodes whose trajectories are batched together.")
+    ] = 4,
+    out: Annotated[str | None, typer.Option(help="Save trajectories to this .parquet file.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+) -> None:
+    """Run the memory agent on corpus episodes: E2E EM, recall EM, turns, tokens per turn, tokens/s."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .config import load_config, parse_overrides
+    from .trainer.agent import PRESETS, SAMPLING, AgentConfig
+
+    if preset not in PRESETS or sampling not in SAMPLING:
+        raise MemtrainError(
+            f"--preset must be one of {', '.join(PRESETS)} and --sampling one of {', '.join(SAMPLING)}"
+        )
+    overrides = parse_overrides(override)
+    for key, value in {"group_size": group, "recall_samples": recall_samples, "seed": seed}.items():
+        if value is not None:
+            overrides[key] = value
+    cfg = load_config(AgentConfig, config, overrides, base={**PRESETS[preset], **SAMPLING[sampling]})
+    from .rollout import rollout_corpus
+
+    generated = 0
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("loading the model …")
+        started = None
+
+        def on_call(stats) -> None:
+            nonlocal generated, started
+            import time
+
+            started = started or time.perf_counter() - stats.seconds
+            generated += stats.completion_tokens
+            rate = generated / max(time.perf_counter() - started, 1e-9)
+            bar.update(
+                task, description=f"{stats.phase} {stats.step}: {stats.prompts} prompts · {rate:.1f} tok/s"
+            )
+
+        report, _ = rollout_corpus(
+            corpus_dir,
+            model=model,
+            episodes=episodes,
+            backend=backend,
+            config=cfg,
+            version=version,
+            skip=skip,
+            out=out,
+            base_url=base_url,
+            device=device,
+            episodes_per_call=episodes_per_call,
+            on_call=on_call,
+        )
+    table = Table(
+        title=f"rollout: {report.episodes} episodes × {cfg.group_size} trajectories ({preset} budgets)"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    recall_em = "n/a" if report.recall_em is None else f"{report.recall_em:.3f}"
+    for name, value in [
+        (f"E2E {cfg.answer_metric}", f"{report.e2e_em:.3f}"),
+        ("recall EM", recall_em),
+        ("mean reward R_E", f"{report.mean_reward:.3f}"),
+        ("mean turns", f"{report.mean_turns:.2f}"),
+        ("prompt tokens / turn", f"{report.prompt_tokens_per_turn:.1f}"),
+        ("completion tokens / turn", f"{report.completion_tokens_per_turn:.1f}"),
+        ("tokens/s (generated)", f"{report.tokens_per_s:.1f}"),
+        ("seconds", f"{report.seconds:.1f}"),
+    ]:
+        table.add_row(name, value)
+    console.print(table)
+    if report.output:
+        console.print(f"[green]✓[/] trajectories: {report.output}", highlight=False, soft_wrap=True)
+
+
+@app.command("serve")
+@friendly_errors
+def serve_cmd(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Asset name, Hub id, local folder or .gguf file (default: SmolLM2-135M)."),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="transformers or vllm.")] = "transformers",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    name: Annotated[
+        str | None, typer.Option(help="Model name the server reports (default: --model).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most prompts batched into one generation call.")] = 64,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+) -> None:
+    """Serve a model over an OpenAI-compatible /v1/completions endpoint (for --backend openai)."""
+    from .trainer.backends import load_backend
+    from .trainer.models import DEFAULT_MODEL
+    from .trainer.serve import make_server
+
+    if backend not in ("transformers", "vllm"):
+        raise MemtrainError(f"serve runs a local backend: transformers or vllm, not {backend!r}")
+    with console.status(f"loading {model or DEFAULT_MODEL} …"):
+        generator = load_backend(backend, model, device=device)
+    try:
+        server = make_server(generator, name or model or DEFAULT_MODEL, host, port, max_batch=max_batch)
+    except OSError as exc:
+        raise MemtrainError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = server.server_address[:2]
+    console.print(
+        f"serving {name or model or DEFAULT_MODEL} at http://{bound_host}:{bound_port}/v1", highlight=False
+    )
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

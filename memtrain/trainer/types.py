@@ -36,6 +36,7 @@ class RecallProbe:
     samples: list[Generation] = field(default_factory=list)  # G2 samples of the one prompt
     predictions: list[str | None] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)  # exact match per sample
+    section: str = ""  # the masked chunk l shown in the recall prompt
 
 
 @dataclass(slots=True)
@@ -51,3 +52,5 @@ class Trajectory:
     em: float = 0.0
     recall: RecallProbe | None = None
     reward: float = 0.0  # R_E = em + λ·mean(recall.rewards) (λ·0 when coupling is off)
+    answers: list[str] = field(default_factory=list)  # every gold alias scored against (answer among them)
+    num_chunks: int = 0  # chunks read (update turns)

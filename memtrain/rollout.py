@@ -1,0 +1,211 @@
+"""Run the memory agent on a corpus's episodes and measure it (the library behind ``memtrain rollout``).
+
+Metrics: end-to-end EM (or the configured answer metric), recall EM, mean reward, turns per trajectory, prompt
+and completion tokens per turn, and generated tokens per second. Trajectories can be saved as one Parquet file
+(memories per turn, final answer, rewards, recall probe), written atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .corpus import open_corpus
+from .errors import ConfigError, MemtrainError
+from .io import atomic_path
+from .trainer.agent import AgentConfig, CallStats, rollout
+from .trainer.backends import GenerationBackend, load_backend
+from .trainer.types import Trajectory
+
+EPISODE_COLUMNS = ["episode_id", "index", "text", "answer", "entities"]
+
+TRAJECTORY_SCHEMA = pa.schema(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("sample", pa.int32(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("answers", pa.list_(pa.string()), nullable=False),
+        pa.field("num_chunks", pa.int32(), nullable=False),
+        pa.field("num_turns", pa.int32(), nullable=False),
+        pa.field("memories", pa.list_(pa.string()), nullable=False),  # memory after each update turn
+        pa.field("final_response", pa.string(), nullable=False),
+        pa.field("prediction", pa.string()),  # last \boxed{} of the final response; null when none
+        pa.field("em", pa.float32(), nullable=False),
+        pa.field("reward", pa.float32(), nullable=False),  # R_E
+        pa.field("recall_step", pa.int32()),  # k; null when the trajectory had no probe
+        pa.field("recall_chunk", pa.int32()),  # l < k
+        pa.field("recall_target", pa.string()),
+        pa.field("recall_label", pa.string()),
+        pa.field("recall_section", pa.string()),
+        pa.field("recall_predictions", pa.list_(pa.string())),
+        pa.field("recall_rewards", pa.list_(pa.float32())),
+        pa.field("prompt_tokens", pa.list_(pa.int32()), nullable=False),  # per turn
+        pa.field("completion_tokens", pa.list_(pa.int32()), nullable=False),  # per turn
+        pa.field("finish_reasons", pa.list_(pa.string()), nullable=False),  # per turn
+    ]
+)
+
+
+@dataclass
+class RolloutReport:
+    """What a rollout run measured."""
+
+    episodes: int
+    trajectories: int
+    e2e_em: float
+    recall_em: float | None  # None when no trajectory had a recall probe
+    mean_reward: float
+    mean_turns: float
+    prompt_tokens_per_turn: float
+    completion_tokens_per_turn: float
+    tokens_per_s: float  # generated tokens per second of backend time
+    seconds: float
+    output: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarize(
+    trajectories: list[Trajectory], generation_seconds: float, wall_seconds: float
+) -> RolloutReport:
+    turns = [turn for t in trajectories for turn in t.turns]
+    recall = [r for t in trajectories if t.recall for r in t.recall.rewards]
+    generated = sum(len(turn.generation.completion_ids) for turn in turns) + sum(
+        len(g.completion_ids) for t in trajectories if t.recall for g in t.recall.samples
+    )
+    return RolloutReport(
+        episodes=len({t.episode_id for t in trajectories}),
+        trajectories=len(trajectories),
+        e2e_em=_mean([t.em for t in trajectories]),
+        recall_em=_mean(recall) if recall else None,
+        mean_reward=_mean([t.reward for t in trajectories]),
+        mean_turns=_mean([len(t.turns) for t in trajectories]),
+        prompt_tokens_per_turn=_mean([len(turn.generation.prompt_ids) for turn in turns]),
+        completion_tokens_per_turn=_mean([len(turn.generation.completion_ids) for turn in turns]),
+        tokens_per_s=generated / generation_seconds if generation_seconds > 0 else 0.0,
+        seconds=wall_seconds,
+    )
+
+
+def trajectory_rows(trajectories: Iterable[Trajectory]) -> list[dict[str, Any]]:
+    rows = []
+    for t in trajectories:
+        probe = t.recall
+        rows.append(
+            {
+                "episode_id": t.episode_id,
+                "sample": t.sample,
+                "answer": t.answer,
+                "answers": t.answers or [t.answer],
+                "num_chunks": t.num_chunks,
+                "num_turns": len(t.turns),
+                "memories": t.memories,
+                "final_response": t.turns[-1].generation.text if t.turns else "",
+                "prediction": t.prediction,
+                "em": t.em,
+                "reward": t.reward,
+                "recall_step": probe.step if probe else None,
+                "recall_chunk": probe.chunk if probe else None,
+                "recall_target": probe.target if probe else None,
+                "recall_label": probe.label if probe else None,
+                "recall_section": probe.section if probe else None,
+                "recall_predictions": probe.predictions if probe else None,
+                "recall_rewards": probe.rewards if probe else None,
+                "prompt_tokens": [len(turn.generation.prompt_ids) for turn in t.turns],
+                "completion_tokens": [len(turn.generation.completion_ids) for turn in t.turns],
+                "finish_reasons": [turn.generation.finish_reason for turn in t.turns],
+            }
+        )
+    return rows
+
+
+def write_trajectories(path: str | Path, trajectories: list[Trajectory]) -> Path:
+    """Save trajectories as one Parquet file (atomic: the file appears complete or not at all)."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        raise ConfigError(f"{path}: the trajectories file must end in .parquet")
+    table = pa.Table.from_pylist(trajectory_rows(trajectories), schema=TRAJECTORY_SCHEMA)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def read_episodes(corpus: str | Path, episodes: int, version: int | None = None, skip: int = 0) -> list[dict]:
+    """The first `episodes` episodes (after `skip`) of a corpus version, streamed from its shards."""
+    if episodes < 1:
+        raise ConfigError(f"episodes must be at least 1, got {episodes}")
+    opened = open_corpus(corpus, version)
+    selected = list(itertools.islice(opened.iter_episodes(columns=EPISODE_COLUMNS), skip, skip + episodes))
+    if not selected:
+        raise MemtrainError(f"{opened.path}: has no episodes to roll out (after skipping {skip})")
+    return selected
+
+
+def run_rollout(
+    episodes: list[Mapping[str, Any]],
+    backend: GenerationBackend,
+    config: AgentConfig,
+    *,
+    episodes_per_call: int = 4,
+    out: str | Path | None = None,
+    on_call: Callable[[CallStats], None] | None = None,
+) -> tuple[RolloutReport, list[Trajectory]]:
+    """Roll out `episodes` in groups of `episodes_per_call` (each group's trajectories batched together)."""
+    if episodes_per_call < 1:
+        raise ConfigError(f"episodes_per_call must be at least 1, got {episodes_per_call}")
+    generation_seconds = 0.0
+
+    def record(stats: CallStats) -> None:
+        nonlocal generation_seconds
+        generation_seconds += stats.seconds
+        if on_call is not None:
+            on_call(stats)
+
+    start = time.perf_counter()
+    trajectories: list[Trajectory] = []
+    for first in range(0, len(episodes), episodes_per_call):
+        batch = episodes[first : first + episodes_per_call]
+        trajectories += rollout(batch, backend, config, seed=config.seed + first, on_call=record)
+    report = summarize(trajectories, generation_seconds, time.perf_counter() - start)
+    if out is not None:
+        report.output = str(write_trajectories(out, trajectories))
+    return report, trajectories
+
+
+def rollout_corpus(
+    corpus: str | Path,
+    *,
+    model: str | None = None,
+    episodes: int = 4,
+    backend: str = "transformers",
+    config: AgentConfig | None = None,
+    version: int | None = None,
+    skip: int = 0,
+    out: str | Path | None = None,
+    base_url: str | None = None,
+    device: str | None = None,
+    episodes_per_call: int = 4,
+    on_call: Callable[[CallStats], None] | None = None,
+) -> tuple[RolloutReport, list[Trajectory]]:
+    """Load `model` with `backend`, read `episodes` episodes of `corpus`, roll them out, optionally save
+    them."""
+    config = config or AgentConfig.preset("tiny")
+    selected = read_episodes(corpus, episodes, version, skip)  # a bad corpus fails before the model loads
+    if out is not None and Path(out).suffix != ".parquet":
+        raise ConfigError(f"{out}: the trajectories file must end in .parquet")
+    generator = load_backend(backend, model, device=device, base_url=base_url)
+    return run_rollout(
+        selected, generator, config, episodes_per_call=episodes_per_call, out=out, on_call=on_call
+    )

@@ -1,0 +1,279 @@
+"""The memory agent and its batched rollout loop (PAPER.md §1, §3, §4).
+
+Read top to bottom, :func:`rollout` is the whole algorithm:
+
+1. chunk each episode's document with the model's tokenizer (``chunk_tokens`` per chunk);
+2. every episode gets ``group_size`` trajectories, each starting from the memory "No previous memory";
+3. at each step every unfinished trajectory of every episode makes its next call, all in **one** backend call:
+   an *update* turn ``(problem, memory_{t-1}, chunk_t) → memory_t`` while chunks remain (the whole response
+   overwrites the memory, cut to ``memory_tokens``), else the final *answer* turn ``(problem, memory) →
+   \\boxed{}``;
+4. each finished trajectory gets one recall probe (memory_k, chunk l < k with an entity as ``[TARGET]``), and
+   all probes × ``recall_samples`` go to the backend in one more call;
+5. rewards: ``em`` of the final answer, EM per recall sample, ``R_E = em + λ·mean(recall EMs)``.
+
+Every call keeps its prompt ids, sampled completion ids and their log-probs
+(:class:`~memtrain.trainer.types.Turn`), so training never re-encodes decoded text. All randomness comes from
+``seed``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, MemtrainError
+from . import prompts, rewards
+from .backends import GenerationBackend, SamplingParams
+from .chunking import Chunk, PromptBuilder, chunk_document, memory_from_completion
+from .recall import choose_probe, entities_by_chunk
+from .types import RecallProbe, Trajectory, Turn
+
+PAPER_CALL_TOKENS = 8192
+
+# Named budget presets: the paper's 8192-token call, and a small one for CPU demos and tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "tiny": {"problem_tokens": 256, "chunk_tokens": 512, "memory_tokens": 128, "response_tokens": 128},
+}
+# Sampling settings (PAPER.md §8): MemAgent's training and evaluation values.
+SAMPLING: dict[str, dict[str, float]] = {
+    "train": {"temperature": 1.0, "top_p": 1.0},
+    "eval": {"temperature": 0.7, "top_p": 0.95},
+}
+
+
+@dataclass
+class AgentConfig:
+    """Budgets, group sizes, reward and sampling settings of the memory agent. Defaults are the paper's."""
+
+    problem_tokens: int = field(
+        default=1024, metadata={"help": "Tokens for the chat template, instructions and problem of a call."}
+    )
+    chunk_tokens: int = field(
+        default=5120, metadata={"help": "Tokens of document per chunk (one update turn)."}
+    )
+    memory_tokens: int = field(default=1024, metadata={"help": "Memory longer than this many tokens is cut."})
+    response_tokens: int = field(
+        default=1024, metadata={"help": "Max new tokens of every call (max_new_tokens)."}
+    )
+    group_size: int = field(default=8, metadata={"help": "G1: end-to-end trajectories per episode."})
+    recall: bool = field(default=True, metadata={"help": "Run the intermediate memory recall probe (IMR)."})
+    recall_samples: int = field(
+        default=8, metadata={"help": "G2: samples of each trajectory's recall prompt."}
+    )
+    coupling: bool = field(
+        default=True, metadata={"help": "Add λ·mean(recall EM) to the end-to-end reward (off: Decoupled)."}
+    )
+    recall_weight: float = field(default=0.5, metadata={"help": "λ in R_E = EM + λ·mean(recall EM)."})
+    answer_metric: str = field(
+        default="em",
+        metadata={"help": "Score of the final answer: em, sub_em or f1 (recall always uses em)."},
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    problem: str = field(
+        default=prompts.MEMTRAIN_PROBLEM,
+        metadata={"help": "Problem text of update/answer prompts; an episode's own 'problem' field wins."},
+    )
+    initial_memory: str = field(
+        default=prompts.INITIAL_MEMORY, metadata={"help": "Memory before the first turn."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and of recall-probe choices."})
+
+    def __post_init__(self) -> None:
+        for name in ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.group_size < 1 or self.recall_samples < 1:
+            raise ConfigError("group_size and recall_samples must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
+            )
+        if self.answer_metric not in rewards.METRICS:
+            raise ConfigError(f"answer_metric must be one of {', '.join(rewards.METRICS)}")
+
+    @property
+    def call_tokens(self) -> int:
+        """The most tokens one call may hold, prompt plus response (8192 in the paper)."""
+        return self.problem_tokens + self.chunk_tokens + self.memory_tokens + self.response_tokens
+
+    @classmethod
+    def preset(cls, name: str = "paper", sampling: str = "train", **overrides: Any) -> AgentConfig:
+        """A named budget preset ("paper", "tiny") with "train" or "eval" sampling, then `overrides`."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown agent preset {name!r}; known: {', '.join(PRESETS)}")
+        if sampling not in SAMPLING:
+            raise ConfigError(f"unknown sampling {sampling!r}; known: {', '.join(SAMPLING)}")
+        return cls(**{**PRESETS[name], **SAMPLING[sampling], **overrides})
+
+    def sampling_params(self, seed: int | None = None) -> SamplingParams:
+        return SamplingParams(self.response_tokens, self.temperature, self.top_p, seed)
+
+
+@dataclass
+class PreparedEpisode:
+    """An episode as the agent reads it: document, chunks under the agent's tokenizer, gold, problem."""
+
+    episode_id: str
+    text: str
+    chunks: list[Chunk]
+    answers: list[str]
+    problem: str
+    entities_per_chunk: list[dict[str, str]]
+
+    def chunk_text(self, t: int) -> str:
+        return self.text[self.chunks[t].start : self.chunks[t].end]
+
+
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """One backend call of a rollout, for progress bars and throughput."""
+
+    phase: str  # "turn" | "recall"
+    step: int
+    prompts: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+def prepare_episode(episode: Mapping[str, Any], tokenizer: Any, config: AgentConfig) -> PreparedEpisode:
+    """Chunk an episode record (corpus schema, or any mapping with ``text`` and ``answer``/``answers``)."""
+    episode_id = str(episode.get("episode_id", episode.get("index", "?")))
+    text = episode.get("text")
+    if not isinstance(text, str):
+        raise MemtrainError(f"episode {episode_id}: needs a string field 'text' (the document)")
+    answers = episode.get("answers")
+    answers = list(answers) if answers is not None and not isinstance(answers, str) else []
+    if isinstance(episode.get("answer"), str):
+        answers = [episode["answer"], *[a for a in answers if a != episode["answer"]]]
+    if not answers:
+        raise MemtrainError(f"episode {episode_id}: needs a gold 'answer' (or a list 'answers')")
+    chunks = chunk_document(text, tokenizer, config.chunk_tokens)
+    return PreparedEpisode(
+        episode_id=episode_id,
+        text=text,
+        chunks=chunks,
+        answers=[str(a) for a in answers],
+        problem=str(episode.get("problem") or config.problem),
+        entities_per_chunk=entities_by_chunk(text, chunks, episode.get("entities") or []),
+    )
+
+
+def _call_seed(seed: int, call: int) -> int:
+    return (seed * 1_000_003 + call * 7_919) % (2**31)
+
+
+def rollout(
+    episodes: Sequence[Mapping[str, Any]],
+    backend: GenerationBackend,
+    config: AgentConfig,
+    *,
+    seed: int | None = None,
+    templates: dict[str, str] | None = None,
+    on_call: Callable[[CallStats], None] | None = None,
+) -> list[Trajectory]:
+    """Run ``config.group_size`` trajectories per episode; return them episode-major (episode e, sample g at
+    ``e * group_size + g``), with turns, memories, prediction, EM, recall probe and reward filled in.
+
+    `seed` defaults to ``config.seed``; `templates` overrides named prompt templates (see
+    ``prompts.TEMPLATES``); `on_call` is called after every backend call with its :class:`CallStats`.
+    """
+    seed = config.seed if seed is None else seed
+    tokenizer = backend.tokenizer
+    builder = PromptBuilder(tokenizer, config, templates)
+    prepared = [prepare_episode(ep, tokenizer, config) for ep in episodes]
+    for ep in prepared:
+        builder.check_problem(ep.problem)
+    owners = [ep for ep in prepared for _ in range(config.group_size)]
+    trajectories = [
+        Trajectory(
+            episode_id=ep.episode_id,
+            sample=g,
+            answer=ep.answers[0],
+            answers=ep.answers,
+            num_chunks=len(ep.chunks),
+        )
+        for ep in prepared
+        for g in range(config.group_size)
+    ]
+    memory = [config.initial_memory] * len(trajectories)
+    score = rewards.METRICS[config.answer_metric]
+
+    def call(phase: str, step: int, prompt_ids: list[list[int]]):
+        start = time.perf_counter()
+        generations = backend.generate(prompt_ids, config.sampling_params(_call_seed(seed, step)))
+        if on_call is not None:
+            on_call(
+                CallStats(
+                    phase,
+                    step,
+                    len(prompt_ids),
+                    sum(len(p) for p in prompt_ids),
+                    sum(len(g.completion_ids) for g in generations),
+                    time.perf_counter() - start,
+                )
+            )
+        return generations
+
+    # Steps 1-3: update turns while chunks remain, then the answer turn; all active trajectories in one call.
+    active = list(range(len(trajectories)))
+    step = 0
+    while active:
+        calls = []
+        for i in active:
+            ep, t = owners[i], len(trajectories[i].memories)
+            if t < len(ep.chunks):
+                calls.append(("update", t, builder.update(ep.problem, memory[i], ep.chunk_text(t))))
+            else:
+                calls.append(("answer", t, builder.answer(ep.problem, memory[i])))
+        generations = call("turn", step, [ids for _, _, ids in calls])
+        still_active = []
+        for i, (kind, t, _), generation in zip(active, calls, generations, strict=True):
+            trajectory = trajectories[i]
+            trajectory.turns.append(Turn(kind, t, generation))
+            if kind == "update":
+                memory[i] = memory_from_completion(generation.completion_ids, tokenizer, config.memory_tokens)
+                trajectory.memories.append(memory[i])
+                still_active.append(i)
+            else:
+                trajectory.prediction = rewards.extract_boxed(generation.text)
+                trajectory.em = score(trajectory.prediction, trajectory.answers)
+        active = still_active
+        step += 1
+
+    # Step 4: one recall probe per trajectory (when the document offers one), G2 samples each, in one call.
+    if config.recall:
+        probed: list[Trajectory] = []
+        probe_prompts: list[list[int]] = []
+        for trajectory, ep in zip(trajectories, owners, strict=False):
+            rng = random.Random(f"{seed}:{ep.episode_id}:{trajectory.sample}")
+            spec = choose_probe(ep.text, ep.chunks, [], rng, per_chunk=ep.entities_per_chunk)
+            if spec is None:
+                continue
+            trajectory.recall = RecallProbe(
+                spec.step, spec.chunk, spec.target, spec.label, section=spec.section
+            )
+            probed.append(trajectory)
+            probe_prompts.append(builder.recall(trajectory.memories[spec.step], spec.section))
+        if probed:
+            n = config.recall_samples
+            generations = call("recall", step, [ids for ids in probe_prompts for _ in range(n)])
+            for j, trajectory in enumerate(probed):
+                probe = trajectory.recall
+                probe.samples = generations[j * n : (j + 1) * n]
+                probe.predictions = [rewards.extract_boxed(g.text) for g in probe.samples]
+                probe.rewards = [rewards.exact_match(p, probe.target) for p in probe.predictions]
+
+    # Step 5: the end-to-end reward (Eq. 2).
+    for trajectory in trajectories:
+        recall_rewards = trajectory.recall.rewards if trajectory.recall else []
+        trajectory.reward = rewards.e2e_reward(
+            trajectory.em, recall_rewards, config.recall_weight, config.coupling and config.recall
+        )
+    return trajectories

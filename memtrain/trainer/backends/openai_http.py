@@ -1,0 +1,119 @@
+"""A backend for any OpenAI-compatible server: ``POST {base_url}/v1/completions`` with token-id prompts.
+
+Works with ``vllm serve``, ``memtrain serve`` and other servers that accept a list of token ids as ``prompt``.
+Each prompt is its own request (with its own seed), sent concurrently so the server can batch them.
+
+Token ids and log-probs come from the response's ``logprobs`` block. They are exact when the server names
+tokens as ``token_id:<id>`` (vLLM and ``memtrain serve`` do, with ``return_tokens_as_token_ids``); otherwise
+the completion text is re-encoded with the local tokenizer, which is fine for evaluation but not for training.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ...errors import MemtrainError
+from ..types import Generation
+from . import SamplingParams
+
+TOKEN_ID_PREFIX = "token_id:"
+
+
+class OpenAIBackend:
+    """Client of an OpenAI-compatible ``/v1/completions`` endpoint; `tokenizer` must be the served model's."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        tokenizer: Any,
+        api_key: str | None = None,
+        max_concurrency: int = 32,
+        timeout_s: float = 600.0,
+    ):
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.api_key = api_key
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def connect(
+        cls, base_url: str, model: str | None = None, tokenizer: str | None = None, **options: Any
+    ) -> OpenAIBackend:
+        """Ask the server which model it serves when `model` is None; load the tokenizer locally.
+
+        The tokenizer comes from `tokenizer`, else from the model's name (a Hub id, folder or asset name).
+        """
+        from ..models import load_tokenizer
+
+        backend = cls(base_url, model or "", tokenizer=None, **options)
+        if not model:
+            served = backend._request("GET", "/v1/models").get("data") or []
+            if not served:
+                raise MemtrainError(f"{backend.base_url}/v1/models lists no model; pass the model name")
+            backend.model = served[0]["id"]
+        backend.tokenizer = load_tokenizer(tokenizer or backend.model)
+        return backend
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise MemtrainError(f"{self.base_url}{path}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MemtrainError(f"{self.base_url}{path}: cannot reach the server ({reason})") from None
+
+    def _complete(self, prompt: Sequence[int], params: SamplingParams, seed: int | None) -> Generation:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": list(prompt),
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": 1,
+            "logprobs": 1,
+            "return_tokens_as_token_ids": True,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        choice = self._request("POST", "/v1/completions", body)["choices"][0]
+        text = choice.get("text") or ""
+        block = choice.get("logprobs") or {}
+        tokens = block.get("tokens") or []
+        logprobs = [float(x) if x is not None else 0.0 for x in block.get("token_logprobs") or []]
+        if tokens and all(str(t).startswith(TOKEN_ID_PREFIX) for t in tokens):
+            ids = [int(str(t)[len(TOKEN_ID_PREFIX) :]) for t in tokens]
+        else:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            logprobs = logprobs if len(logprobs) == len(ids) else [0.0] * len(ids)
+        return Generation(
+            prompt_ids=list(prompt),
+            completion_ids=ids,
+            logprobs=logprobs,
+            text=text,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        )
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        seeds = [None if params.seed is None else params.seed + i for i in range(len(prompts))]
+        if not prompts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
+            return list(pool.map(self._complete, prompts, [params] * len(prompts), seeds))

@@ -1,0 +1,178 @@
+"""The transformers backend: batched ``model.generate`` with left padding, on CPU or GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation import utils as generation_utils
+
+from ..types import Generation
+from . import SamplingParams
+
+# transformers 5.x renamed generate's `past_key_values` to `cache` (the old name still works, with a warning).
+_CACHE_KWARG = "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+class SampledLogprobs(LogitsProcessor):
+    """Records log p(sampled token) at every step, keeping only one step's distribution in memory.
+
+    Custom processors run before generate's temperature/top-p warpers, so this sees the raw logits; at step s
+    the token sampled at step s-1 is the last column of ``input_ids``, which is when its log-prob is read.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.previous: torch.Tensor | None = None
+        self.columns: list[torch.Tensor] = []
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.previous is not None:
+            self.columns.append(self.previous.gather(1, tokens[:, None])[:, 0])
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """``(batch, steps)`` log-probs of `new_tokens`, the tokens generate returned after the prompt."""
+        if new_tokens.shape[1]:
+            self._take(new_tokens[:, -1])
+        self.previous = None
+        if not self.columns:
+            return new_tokens.new_zeros(new_tokens.shape, dtype=torch.float32)
+        return torch.stack(self.columns, dim=1)
+
+
+class TransformersBackend:
+    """Generates with a loaded ``transformers`` causal LM; prompts are split into micro-batches of
+    similar length.
+
+    `max_batch_size` bounds how many prompts run through ``generate`` together (memory); 1 gives the
+    per-prompt loop that ``bench/rollout.py`` compares against. With `share_prefill`, identical prompts of a
+    micro-batch are prefilled once.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 64, share_prefill: bool = True):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.share_prefill = share_prefill
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        self.eos_ids = sorted(eos_ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    @classmethod
+    def from_pretrained(
+        cls, model: str | None = None, device: str | None = None, dtype: str | None = None, **options: Any
+    ) -> TransformersBackend:
+        from ..models import load_model
+
+        loaded, tokenizer = load_model(model, device=device, dtype=dtype)
+        return cls(loaded, tokenizer, **options)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        # Sorting by length keeps padding small inside each micro-batch; results go back in prompt order.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for b, start in enumerate(range(0, len(order), self.max_batch_size)):
+            indices = order[start : start + self.max_batch_size]
+            seed = None if params.seed is None else params.seed * 1_000_003 + b
+            for i, generation in zip(
+                indices, self._generate_batch([prompts[i] for i in indices], params, seed), strict=True
+            ):
+                results[i] = generation
+        return results  # type: ignore[return-value]
+
+    def _shared_prefill(self, prompts: list[Sequence[int]], width: int) -> dict[str, Any]:
+        """Prefill each distinct prompt once and copy its KV cache to every row that repeats it.
+
+        A rollout sends many identical prompts in one call (the G1 first turns of an episode, the G2 samples
+        of a recall prompt); prefill dominates CPU time, so sharing it is the batch's biggest saving. Returns
+        the ``generate`` keyword holding the cache (empty when every prompt is distinct).
+        """
+        distinct: dict[tuple[int, ...], int] = {}
+        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        if len(distinct) == len(prompts) or width < 2:
+            return {}
+        ids, mask = self._left_pad(list(distinct), width)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        output = self.model(
+            input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
+        )
+        cache = output[_CACHE_KWARG] if _CACHE_KWARG in output else output["past_key_values"]
+        cache.batch_select_indices(torch.tensor(rows, device=ids.device))
+        return {_CACHE_KWARG: cache}
+
+    def _left_pad(self, prompts: list[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.model.device
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + list(p) for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        return ids, mask
+
+    def _generate_batch(
+        self, prompts: list[Sequence[int]], params: SamplingParams, seed: int | None
+    ) -> list[Generation]:
+        width = max(len(p) for p in prompts)
+        input_ids, attention_mask = self._left_pad(prompts, width)
+        recorder = SampledLogprobs(params.temperature)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if params.temperature > 0:
+            sampling = {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "top_k": 0,
+            }
+        was_training = self.model.training
+        self.model.eval()
+        device = input_ids.device
+        rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+        with rng, torch.no_grad():
+            if seed is not None:
+                torch.manual_seed(seed)
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=params.max_new_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_ids,
+                logits_processor=LogitsProcessorList([recorder]),
+                use_cache=True,
+                **self._shared_prefill(prompts, width) if self.share_prefill else {},
+                **sampling,
+            )
+        if was_training:
+            self.model.train()
+        new_tokens = output[:, width:]
+        logprobs = recorder.finish(new_tokens).cpu().tolist()
+        return [
+            self._to_generation(list(prompt), row, row_logprobs, params.max_new_tokens)
+            for prompt, row, row_logprobs in zip(prompts, new_tokens.cpu().tolist(), logprobs, strict=True)
+        ]
+
+    def _to_generation(
+        self, prompt: list[int], row: list[int], logprobs: list[float], max_new_tokens: int
+    ) -> Generation:
+        eos = set(self.eos_ids)
+        end = next((i + 1 for i, token in enumerate(row) if token in eos), None)
+        finish_reason = "stop" if end is not None else "length"
+        end = end if end is not None else min(len(row), max_new_tokens)
+        completion = row[:end]
+        return Generation(
+            prompt_ids=prompt,
+            completion_ids=completion,
+            logprobs=logprobs[:end],
+            text=self.tokenizer.decode(completion, skip_special_tokens=True),
+            finish_reason=finish_reason,
+        )

@@ -1,0 +1,160 @@
+"""Token budgets: chunk a document, cut memory, and assemble every prompt within the per-call budget.
+
+All counts are tokens of the *agent model's* tokenizer. A document is encoded once; chunks are consecutive
+runs of its tokens, so every document token lies in exactly one chunk and the chunk texts concatenate back to
+the document. Chunk ends are moved back (a little) to a token that starts a word, so words and ``[MASK]`` are
+not split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ..errors import ConfigError, MemtrainError
+from . import prompts
+
+# How far (in tokens) a chunk end may move back to land on a word start.
+WORD_BOUNDARY_LOOKBACK = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Tokens ``[token_start, token_end)`` of the document; characters ``[start, end)`` of its text."""
+
+    index: int
+    start: int
+    end: int
+    token_start: int
+    token_end: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_end - self.token_start
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of plain text, without special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _starts_word(text: str, char_start: int) -> bool:
+    return char_start == 0 or text[char_start].isspace() or text[char_start - 1].isspace()
+
+
+def chunk_document(text: str, tokenizer: Any, chunk_tokens: int) -> list[Chunk]:
+    """Split `text` into chunks of at most `chunk_tokens` tokens that together cover every token once.
+
+    An empty document gives one empty chunk, so that the agent still makes one update turn.
+    """
+    if chunk_tokens < 1:
+        raise ConfigError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets: list[tuple[int, int]] = [tuple(o) for o in encoding["offset_mapping"]]
+    n = len(offsets)
+    if n == 0:
+        return [Chunk(0, 0, len(text), 0, 0)]
+
+    def clean(b: int) -> bool:  # a token boundary that is also a character boundary (not inside a UTF-8 char)
+        return offsets[b - 1][1] <= offsets[b][0]
+
+    boundaries = [0]
+    while n - boundaries[-1] > chunk_tokens:
+        limit = boundaries[-1] + chunk_tokens
+        floor = max(boundaries[-1] + 1, limit - WORD_BOUNDARY_LOOKBACK)
+        candidates = range(limit, floor - 1, -1)
+        cut = next((b for b in candidates if clean(b) and _starts_word(text, offsets[b][0])), None)
+        if cut is None:
+            cut = next((b for b in candidates if clean(b)), limit)
+        boundaries.append(cut)
+    boundaries.append(n)
+
+    chunks = []
+    for i, (a, b) in enumerate(zip(boundaries, boundaries[1:], strict=False)):
+        start = 0 if a == 0 else offsets[a][0]
+        end = len(text) if b == n else offsets[b][0]
+        chunks.append(Chunk(i, start, end, a, b))
+    return chunks
+
+
+def truncate_tokens(text: str, tokenizer: Any, max_tokens: int) -> str:
+    """`text` cut to its first `max_tokens` tokens (unchanged when it fits)."""
+    ids = encode(tokenizer, text)
+    if len(ids) <= max_tokens:
+        return text
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True)
+
+
+def memory_from_completion(completion_ids: list[int], tokenizer: Any, max_tokens: int) -> str:
+    """The whole response becomes the next memory, cut to `max_tokens` of the sampled ids (not re-encoded
+    text)."""
+    return tokenizer.decode(completion_ids[:max_tokens], skip_special_tokens=True).strip()
+
+
+def chat_prompt_ids(tokenizer: Any, content: str) -> list[int]:
+    """Token ids of a fresh single-message chat (the tokenizer's chat template) ready for the reply."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        return encode(tokenizer, text)
+    return encode(tokenizer, content)  # a base model without a chat template reads the prompt as is
+
+
+class PromptBuilder:
+    """Renders the agent's three prompts as token ids and enforces the per-call token budget.
+
+    `budgets` is anything with ``problem_tokens``, ``chunk_tokens``, ``memory_tokens``, ``response_tokens``
+    (e.g. :class:`memtrain.trainer.agent.AgentConfig`). Chunks and memories are cut before they get here; the
+    builder checks that the instruction and problem fit their budget and that no call exceeds the sum of all
+    four.
+    """
+
+    def __init__(self, tokenizer: Any, budgets: Any, templates: dict[str, str] | None = None):
+        self.tokenizer = tokenizer
+        self.budgets = budgets
+        self.templates = prompts.check_templates(templates or {})
+        self.call_budget = (
+            budgets.problem_tokens + budgets.chunk_tokens + budgets.memory_tokens + budgets.response_tokens
+        )
+        self._instruction_tokens = lru_cache(maxsize=256)(self._count_instruction)
+
+    def _count_instruction(self, kind: str, problem: str) -> int:
+        empty = {"problem": problem, "memory": "", "chunk": ""}
+        fields = prompts.REQUIRED_FIELDS[kind]
+        return len(
+            chat_prompt_ids(self.tokenizer, self.templates[kind].format(**{k: empty[k] for k in fields}))
+        )
+
+    def check_problem(self, problem: str) -> None:
+        """The update prompt's fixed part (chat template + instruction + problem) must fit the problem
+        budget."""
+        used = self._instruction_tokens("update", problem)
+        if used > self.budgets.problem_tokens:
+            raise MemtrainError(
+                f"the problem and instructions take {used} tokens, more than problem_tokens="
+                f"{self.budgets.problem_tokens}; shorten the problem or raise problem_tokens"
+            )
+
+    def _checked(self, kind: str, ids: list[int]) -> list[int]:
+        if len(ids) + self.budgets.response_tokens > self.call_budget:
+            raise MemtrainError(
+                f"{kind} prompt has {len(ids)} tokens; with response_tokens={self.budgets.response_tokens} "
+                f"it exceeds the per-call budget of {self.call_budget} tokens"
+            )
+        return ids
+
+    def update(self, problem: str, memory: str, chunk: str) -> list[int]:
+        self.check_problem(problem)
+        content = prompts.render_update(problem, memory, chunk.strip(), self.templates["update"])
+        return self._checked("update", chat_prompt_ids(self.tokenizer, content))
+
+    def answer(self, problem: str, memory: str) -> list[int]:
+        self.check_problem(problem)
+        content = prompts.render_answer(problem, memory, self.templates["answer"])
+        return self._checked("answer", chat_prompt_ids(self.tokenizer, content))
+
+    def recall(self, memory: str, masked_chunk: str) -> list[int]:
+        content = prompts.render_recall(memory, masked_chunk.strip(), self.templates["recall"])
+        return self._checked("recall", chat_prompt_ids(self.tokenizer, content))
