@@ -442,3 +442,34 @@ def serve_cmd(
         server.serve_forever()
     finally:
         server.server_close()
+
+
+# --- train: joint GRPO --------------------------------------------------------------------------------------
+
+
+@app.command("train")
+@friendly_errors
+def train_cmd(
+    config: Annotated[str, typer.Option("--config", "-c", help="Training config YAML (see configs/).")],
+    override: Annotated[
+        list[str] | None, typer.Option("--override", "-o", help="key=value, repeatable (-o max_steps=10).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
+) -> None:
+    """Train a memory agent with MemTrain's joint GRPO (E2E + intermediate memory recall) on a corpus."""
+    from .config import load_config
+    from .trainer.config import TrainConfig
+    from .trainer.train import train
+
+    train_config = load_config(TrainConfig, config, override)
+    result = train(train_config, resume=resume, console=console)
+    table = Table(title=f"memtrain train: {result.steps} steps, {result.seconds_per_step:.1f} s/step")
+    for col in ("held-out", "E2E reward", "EM", "recall EM"):
+        table.add_column(col)
+    for name, ev in (("step 0", result.eval_before), (f"step {result.steps}", result.eval_after)):
+        if ev is not None:
+            recall = "-" if ev.recall_em is None else f"{ev.recall_em:.3f}"
+            table.add_row(name, f"{ev.e2e_reward:.3f}", f"{ev.em:.3f}", recall)
+    if result.eval_before or result.eval_after:
+        console.print(table)
+    console.print(f"[green]✓[/] model and checkpoints: {result.output_dir}", highlight=False, soft_wrap=True)

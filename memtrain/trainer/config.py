@@ -1,0 +1,278 @@
+"""`memtrain train`'s configuration: the paper's joint-GRPO settings as defaults (PAPER.md §5, §8).
+
+Load with ``memtrain.config.load_config(TrainConfig, path, overrides)`` and call :meth:`TrainConfig.validate`
+before loading any model: it checks everything that can be checked without one (keys, group sizes, token
+budgets, that the corpus and the model exist). Fields TRL owns keep TRL's names (`learning_rate`, `beta`,
+`epsilon`, …); any other `trl.GRPOConfig` field can be set through `trl_args`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+BACKENDS = ("transformers", "vllm")
+VLLM_MODES = ("colocate", "server")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# GRPOConfig fields that TrainConfig sets itself: setting them again through `trl_args` would be ambiguous.
+_OWNED_TRL_FIELDS = {
+    "output_dir", "seed", "max_steps", "learning_rate", "beta", "epsilon", "epsilon_high", "temperature",
+    "top_p",
+    "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
+    "generation_batch_size", "loss_type", "scale_rewards", "max_completion_length", "use_vllm", "vllm_mode",
+    "logging_steps", "save_steps", "save_total_limit", "report_to", "gradient_checkpointing", "bf16",
+    "activation_checkpointing", "model_init_kwargs",
+    "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "num_iterations",
+}  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Joint GRPO on the memory agent: G1 E2E trajectories per episode, G2 recall samples per trajectory."""
+
+    # --- what to train, on what ---
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "Policy model: an asset name, a local folder, a .gguf file, or a Hub id."},
+    )
+    corpus: str = field(
+        default="",
+        metadata={
+            "help": "Corpus folder built by `memtrain build-corpus` (OUT/<name>, or a version folder)."
+        },
+    )
+    corpus_version: int | None = field(
+        default=None, metadata={"help": "Corpus version v<N> to train on; the latest when unset."}
+    )
+    held_out_episodes: int = field(
+        default=0,
+        metadata={
+            "help": "The first N episodes (by index) are never trained on; they are the evaluation set."
+        },
+    )
+    output_dir: str = field(
+        default="runs/memtrain", metadata={"help": "Checkpoints, logs and the final model go here."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of data order, rollouts and recall probes."})
+
+    # --- batch and groups (Eq. 1-3) ---
+    max_steps: int = field(default=300, metadata={"help": "Optimizer steps (the paper: 300)."})
+    episodes_per_step: int = field(
+        default=32,
+        metadata={"help": "Episodes (documents) per optimizer step, over all processes (paper: 32)."},
+    )
+    group_size: int = field(
+        default=8, metadata={"help": "G1: end-to-end trajectories per episode; the E2E advantage group."}
+    )
+    recall_group_size: int = field(
+        default=8, metadata={"help": "G2: samples of each trajectory's one recall prompt; the recall group."}
+    )
+    recall: bool = field(
+        default=True,
+        metadata={"help": "Train the intermediate-memory-recall task (off: the End-to-End ablation)."},
+    )
+    coupling: bool = field(
+        default=True,
+        metadata={"help": "Add λ·mean(recall EM) to the E2E reward (off: the Decoupled ablation, R_E = EM)."},
+    )
+    recall_weight: float = field(default=0.5, metadata={"help": "λ in R_E = EM + λ·mean(recall EM) (Eq. 2)."})
+    scale_rewards: bool = field(
+        default=False,
+        metadata={"help": "Divide advantages by the group's reward std (off: Dr. GRPO, the paper's Eq. 3)."},
+    )
+    dynamic_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "DAPO dynamic sampling: drop groups whose rewards are all equal and sample more episodes."
+        },
+    )
+    max_sampling_rounds: int = field(
+        default=3,
+        metadata={
+            "help": "Dynamic sampling stops after this many rollout rounds per step, batch full or not."
+        },
+    )
+
+    # --- objective and optimizer (Eq. 4) ---
+    learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate (paper: 1e-6)."})
+    beta: float = field(
+        default=1e-3, metadata={"help": "KL coefficient to the reference model (k3 estimator)."}
+    )
+    epsilon: float = field(default=0.2, metadata={"help": "ε_low of the clipped surrogate."})
+    epsilon_high: float = field(
+        default=0.28, metadata={"help": "ε_high of the clipped surrogate (DAPO clip-higher)."}
+    )
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "LR schedule (paper silent; veRL's default is constant)."}
+    )
+    warmup_steps: float = field(
+        default=0, metadata={"help": "Linear LR warm-up: a step count, or a fraction of max_steps below 1."}
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (veRL's default)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (veRL's default)."})
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Micro-batches per optimizer step and process: each process's rows are split into this "
+            "many forward/backward passes. Raise it when rows do not fit in memory."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for activation memory."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Training dtype: auto (bfloat16 on a GPU that supports it, else float32), or a dtype."
+        },
+    )
+
+    # --- sampling and token budgets (8192 per call = 1024 + 5120 + 1024 + 1024) ---
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature in training (MemAgent's)."}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling in training (MemAgent's)."})
+    problem_tokens: int = field(default=1024, metadata={"help": "Budget of instruction + problem per call."})
+    chunk_tokens: int = field(
+        default=5120, metadata={"help": "Document tokens per chunk (one update turn each)."}
+    )
+    memory_tokens: int = field(default=1024, metadata={"help": "Memory budget; longer memories are cut."})
+    response_tokens: int = field(default=1024, metadata={"help": "Most tokens generated per call."})
+    context_tokens: int = field(
+        default=8192, metadata={"help": "Per-call context; the four budgets above must fit in it."}
+    )
+
+    # --- evaluation on held-out episodes ---
+    eval_episodes: int = field(
+        default=0, metadata={"help": "Held-out episodes evaluated before training and at the end (0: none)."}
+    )
+    eval_samples: int = field(
+        default=4, metadata={"help": "Trajectories (and recall samples) per held-out episode."}
+    )
+    eval_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature in evaluation."})
+    eval_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling in evaluation."})
+
+    # --- generation backend ---
+    backend: str = field(
+        default="transformers", metadata={"help": "Rollout backend: transformers (CPU/GPU) or vllm (GPU)."}
+    )
+    generation_batch: int = field(
+        default=64, metadata={"help": "transformers backend: most prompts per generate call (memory bound)."}
+    )
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={"help": "vllm: colocate (vLLM shares each training GPU) or server (`trl vllm-serve`)."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "vllm colocate: fraction of GPU memory vLLM may take."}
+    )
+    vllm_server_base_url: str | None = field(
+        default=None, metadata={"help": "vllm server: base URL of `trl vllm-serve`, e.g. http://host:8000."}
+    )
+
+    # --- LoRA ---
+    lora: bool = field(
+        default=False, metadata={"help": "Train a LoRA adapter instead of all weights (needs peft)."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"], metadata={"help": "Modules that get adapters."}
+    )
+
+    # --- logging and checkpoints ---
+    logging_steps: int = field(default=1, metadata={"help": "Log every N optimizer steps."})
+    save_steps: int = field(default=50, metadata={"help": "Save a checkpoint every N optimizer steps."})
+    save_total_limit: int | None = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata={"help": "Where TRL also reports metrics: tensorboard, wandb, trackio, … or none."},
+    )
+    trl_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Any other trl.GRPOConfig field (e.g. deepspeed, vllm_importance_sampling_mode)."},
+    )
+
+    def validate(self) -> None:
+        """Raise ConfigError for a setting that cannot work; loads no model."""
+        if self.group_size < 2:
+            raise ConfigError(
+                f"group_size (G1) must be at least 2 for a group advantage, got {self.group_size}"
+            )
+        if self.recall and self.recall_group_size < 2:
+            raise ConfigError(f"recall_group_size (G2) must be at least 2, got {self.recall_group_size}")
+        positive = ("max_steps", "episodes_per_step", "gradient_accumulation_steps", "max_sampling_rounds",
+                "generation_batch", "eval_samples")  # fmt: skip
+        for name in positive + ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        budgets = self.problem_tokens + self.chunk_tokens + self.memory_tokens + self.response_tokens
+        if budgets > self.context_tokens:
+            raise ConfigError(
+                f"token budgets do not fit: problem_tokens {self.problem_tokens} + chunk_tokens "
+                f"{self.chunk_tokens} + memory_tokens {self.memory_tokens} + response_tokens "
+                f"{self.response_tokens} = {budgets} > context_tokens {self.context_tokens}"
+            )
+        if self.memory_tokens > self.response_tokens:
+            raise ConfigError(
+                f"memory_tokens ({self.memory_tokens}) exceeds response_tokens ({self.response_tokens}): a "
+                "memory is a response, so it could never fill its budget"
+            )
+        if self.recall_weight < 0.0:
+            raise ConfigError(f"recall_weight (λ) must be non-negative, got {self.recall_weight}")
+        if not (0.0 <= self.epsilon < 1.0 and self.epsilon_high >= 0.0):
+            raise ConfigError(
+                f"epsilon must be in [0, 1) and epsilon_high >= 0, got {self.epsilon}, {self.epsilon_high}"
+            )
+        if self.beta < 0 or self.learning_rate <= 0:
+            raise ConfigError(
+                f"beta must be >= 0 and learning_rate > 0, got {self.beta}, {self.learning_rate}"
+            )
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
+            )
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ConfigError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {self.vllm_mode!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.eval_episodes > self.held_out_episodes:
+            raise ConfigError(
+                f"eval_episodes ({self.eval_episodes}) must come from the held-out episodes "
+                f"(held_out_episodes={self.held_out_episodes}); raise held_out_episodes"
+            )
+        self._validate_trl_args()
+        self._validate_paths()
+
+    def _validate_trl_args(self) -> None:
+        from trl import GRPOConfig
+
+        known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+        unknown = sorted(set(self.trl_args) - known)
+        if unknown:
+            raise ConfigError(f"trl_args: unknown trl.GRPOConfig field(s) {', '.join(unknown)}")
+        owned = sorted(set(self.trl_args) & _OWNED_TRL_FIELDS)
+        if owned:
+            raise ConfigError(f"trl_args: set {', '.join(owned)} as top-level config keys, not in trl_args")
+
+    def _validate_paths(self) -> None:
+        if not self.corpus:
+            raise ConfigError("corpus: not set; give the folder `memtrain build-corpus` wrote (corpus=PATH)")
+        if not Path(self.corpus).exists():
+            raise ConfigError(f"corpus: {self.corpus}: no such corpus folder")
+        if not self.model:
+            raise ConfigError("model: not set")
+        if _looks_local(self.model) and not Path(self.model).exists():
+            raise ConfigError(f"model: {self.model}: no such file or folder")
+
+
+def _looks_local(model: str) -> bool:
+    """A path rather than an asset name or a Hub id (`org/name`)."""
+    return model.startswith((".", "/", "~")) or model.endswith(".gguf") or model.count("/") > 1

@@ -1,0 +1,369 @@
+"""`memtrain train` as a library call: config → checks → episode stream → model → `MemTrainer.train()`.
+
+Episodes stream from the corpus version's Parquet shards (pyarrow, one shard in memory at a time). The order
+is a pure function of the seed: cycle c visits the shards, and the episodes inside each, in an order drawn
+from ``Random(f"{seed}:{cycle}")``. TRL's data loader reads that stream, so `--resume` replays the same order.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..config import to_dict
+from ..corpus import CorpusVersion, open_corpus
+from ..errors import ConfigError, MemtrainError
+from ..io import write_json_atomic
+from ..pipeline.schema import EPISODE_SCHEMA
+from . import models
+from .agent import rollout
+from .config import TrainConfig
+from .trainer import CONFIG_FILE, EpisodeReserve, MemTrainer, agent_config
+from .types import Trajectory
+
+# What the agent reads of an episode; the rest of the schema (passage ids, roles, offsets) stays on disk.
+EPISODE_COLUMNS = ["episode_id", "index", "text", "answer", "entities"]
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def stream_episodes(
+    files: Sequence[str], seed: int, first_index: int = 0, cycles: int | None = None
+) -> Iterator[dict]:
+    """Episodes with ``index >= first_index``, shard by shard, reshuffled per cycle (endless by default)."""
+    for cycle in itertools.count() if cycles is None else range(cycles):
+        rng = random.Random(f"{seed}:{cycle}")
+        for file in rng.sample(list(files), len(files)):
+            table = pq.read_table(file, columns=EPISODE_COLUMNS)
+            keep = [i for i, index in enumerate(table.column("index").to_pylist()) if index >= first_index]
+            rng.shuffle(keep)
+            for i in keep:
+                yield table.slice(i, 1).to_pylist()[0]
+
+
+def count_episodes(files: Sequence[Path], first_index: int = 0) -> int:
+    return sum(
+        sum(
+            1
+            for index in pq.read_table(f, columns=["index"]).column("index").to_pylist()
+            if index >= first_index
+        )
+        for f in files
+    )
+
+
+def held_out_episodes(corpus: CorpusVersion, n: int) -> list[dict]:
+    """The episodes with ``index < n`` (never trained on), in index order."""
+    episodes = [e for e in corpus.iter_episodes(columns=EPISODE_COLUMNS) if e["index"] < n]
+    return sorted(episodes, key=lambda e: e["index"])
+
+
+def train_dataset(files: Sequence[str], seed: int, first_index: int):
+    """An endless `datasets.IterableDataset` of training episodes in the seeded order of `stream_episodes`."""
+    import datasets
+
+    schema = pa.schema([EPISODE_SCHEMA.field(c) for c in EPISODE_COLUMNS])
+    return datasets.IterableDataset.from_generator(
+        stream_episodes,
+        features=datasets.Features.from_arrow_schema(schema),
+        gen_kwargs={"files": tuple(files), "seed": seed, "first_index": first_index},  # a tuple: one shard
+    )
+
+
+# --- configuration ------------------------------------------------------------------------------------------
+
+
+def world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_config(config: TrainConfig) -> CorpusVersion:
+    """Everything that can fail before a model is loaded; returns the opened corpus version."""
+    config.validate()
+    world = world_size()
+    if config.episodes_per_step % world:
+        raise ConfigError(
+            f"episodes_per_step ({config.episodes_per_step}) must be divisible by the {world} processes"
+        )
+    local = config.episodes_per_step // world * config.group_size
+    if local % config.gradient_accumulation_steps:
+        raise ConfigError(
+            f"each process samples {local} trajectories (episodes_per_step / processes × G1), which must "
+            f"be divisible by gradient_accumulation_steps ({config.gradient_accumulation_steps})"
+        )
+    if config.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("backend vllm needs the vllm package: pip install 'memtrain[gpu]'")
+    if config.lora and importlib.util.find_spec("peft") is None:
+        raise ConfigError("lora needs the peft package: pip install peft")
+    try:
+        corpus = open_corpus(config.corpus, config.corpus_version)
+        files = corpus.episode_files()
+    except MemtrainError as exc:
+        raise ConfigError(f"corpus: {exc}") from None
+    if not files:
+        raise ConfigError(f"corpus: {corpus.path}: has no episode shards")
+    if count_episodes(files, config.held_out_episodes) == 0:
+        raise ConfigError(
+            f"corpus: {corpus.path}: no episode left to train on after holding out {config.held_out_episodes}"
+        )
+    try:
+        models.resolve(config.model)
+    except MemtrainError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    return corpus
+
+
+def resolve_dtype(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+
+
+def grpo_args(config: TrainConfig) -> Any:
+    """The `trl.GRPOConfig` that makes TRL's loop run MemTrain's step (see `MemTrainer`)."""
+    import torch
+    from trl import GRPOConfig
+
+    per_process = config.episodes_per_step // world_size() * config.group_size
+    dtype = resolve_dtype(config.dtype)
+    kwargs: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        seed=config.seed,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        epsilon_high=config.epsilon_high,
+        loss_type="grpo",  # token-mean per row, then mean over rows (MemTrainer rescales to real rows)
+        scale_rewards="group" if config.scale_rewards else "none",
+        num_iterations=1,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        num_generations=config.group_size,
+        # TRL counts a batch in repeated episodes: G1 copies of each of this process's episodes per step.
+        per_device_train_batch_size=per_process // config.gradient_accumulation_steps,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_completion_length=config.response_tokens,
+        shuffle_dataset=False,  # the episode stream is already shuffled, reproducibly
+        disable_dropout=True,
+        activation_checkpointing=config.gradient_checkpointing,  # TRL's GRPOConfig would default it on
+        bf16=dtype == "bfloat16",
+        model_init_kwargs={"dtype": dtype},
+        use_vllm=config.backend == "vllm",
+        vllm_mode=config.vllm_mode,
+        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        vllm_server_base_url=config.vllm_server_base_url,
+        vllm_max_model_length=config.context_tokens,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=config.report_to,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    kwargs.update(config.trl_args)
+    try:
+        return GRPOConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"trl: {exc}") from None
+
+
+def lora_config(config: TrainConfig) -> Any:
+    if not config.lora:
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+# --- console ------------------------------------------------------------------------------------------------
+
+# (log key, column title, format)
+CONSOLE_COLUMNS = [
+    ("reward", "R_E", "{:.3f}"),
+    ("em", "EM", "{:.3f}"),
+    ("recall_em", "recall", "{:.3f}"),
+    ("kl", "KL", "{:.2e}"),
+    ("clip_ratio/region_mean", "clip", "{:.3f}"),
+    ("groups/e2e_dropped", "drop E2E", "{:.0f}"),
+    ("groups/recall_dropped", "drop rec", "{:.0f}"),
+    ("rows", "rows", "{:.0f}"),
+    ("rollout/tokens_per_second", "tok/s", "{:.0f}"),
+    ("step_time", "s/step", "{:.1f}"),
+    ("loss", "loss", "{:.4f}"),
+]
+
+
+class RichLogCallback(TrainerCallback):
+    """One console line per logged step with MemTrain's figures (TRL's dict printer is removed)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.printed_header = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "reward" not in logs:
+            return
+        if not self.printed_header:
+            self.console.print(
+                "  ".join(
+                    f"{'step':>6}" if i < 0 else f"{c[1]:>9}"
+                    for i, c in enumerate([None, *CONSOLE_COLUMNS], -1)
+                ),
+                style="bold",
+            )
+            self.printed_header = True
+        cells = [f"{state.global_step:>6}"]
+        for key, _, fmt in CONSOLE_COLUMNS:
+            value = logs.get(key)
+            cells.append(f"{fmt.format(value) if isinstance(value, int | float) else '-':>9}")
+        self.console.print("  ".join(cells), highlight=False)
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    e2e_reward: float
+    em: float
+    recall_em: float | None
+    trajectories: int
+
+
+def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0) -> EvalResult:
+    """Held-out E2E reward, EM and recall EM of the current policy, with evaluation sampling (§8)."""
+    import torch
+
+    config = agent_config(trainer.memtrain_config, evaluation=True)
+    rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
+    mine = episodes[rank::world]
+    with trainer.generation_backend() as backend:  # every process enters: generation may be collective
+        trajectories: list[Trajectory] = rollout(mine, backend, config, seed=seed) if mine else []
+    recall = [r for t in trajectories if t.recall is not None for r in t.recall.rewards]
+    local = [sum(t.reward for t in trajectories), sum(t.em for t in trajectories), len(trajectories)]
+    local += [sum(recall), len(recall)]
+    device = trainer.accelerator.device
+    totals = (
+        trainer.accelerator.gather(torch.tensor([local], dtype=torch.float64, device=device)).sum(0).tolist()
+    )
+    reward, em, n, recall_sum, n_recall = totals
+    return EvalResult(reward / max(n, 1), em / max(n, 1), recall_sum / n_recall if n_recall else None, int(n))
+
+
+# --- the entry point ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    seconds_per_step: float
+    eval_before: EvalResult | None = None
+    eval_after: EvalResult | None = None
+    log_history: list[dict] = field(default_factory=list)
+
+
+def build_trainer(
+    config: TrainConfig, corpus: CorpusVersion, console: Console | None = None, **trainer_kwargs
+):
+    """Load the tokenizer and model and wire the episode stream into a `MemTrainer` (no training yet)."""
+    args = grpo_args(config)
+    model_path = models.materialize(config.model)
+    tokenizer = models.load_tokenizer(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    files = [str(f) for f in corpus.episode_files()]
+    dataset = train_dataset(files, config.seed, config.held_out_episodes)
+    rank, world = args.process_index, args.world_size
+    reserve = EpisodeReserve(
+        lambda: itertools.islice(
+            stream_episodes(files, config.seed + 1, config.held_out_episodes), rank, None, world
+        )
+    )
+    trainer = MemTrainer(
+        model=model_path,
+        args=args,
+        config=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        reserve=reserve,
+        peft_config=lora_config(config),
+        **trainer_kwargs,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if console is not None:
+        trainer.add_callback(RichLogCallback(console))
+    return trainer
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    console: Console | None = None,
+    reward_fn: Callable[[Trajectory], float] | None = None,
+) -> TrainResult:
+    """Train as `config` says; with `resume`, continue from the last checkpoint in ``output_dir``.
+
+    `reward_fn` replaces the end-to-end reward R_E of each trajectory (a custom task); by default it is Eq. 2.
+    """
+    corpus = check_config(config)
+    output_dir = Path(config.output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume and last is None:
+        raise ConfigError(f"--resume: {output_dir} has no checkpoint-<step> folder to resume from")
+    if not resume and last is not None:
+        raise ConfigError(
+            f"{output_dir} already has checkpoints; pass --resume, or choose another output_dir"
+        )
+    held_out = held_out_episodes(corpus, config.eval_episodes) if config.eval_episodes else []
+
+    trainer = build_trainer(config, corpus, console, reward_fn=reward_fn)
+    write_json_atomic(output_dir / CONFIG_FILE, {**to_dict(config), "corpus_path": str(corpus.path)})
+    before = evaluate(trainer, held_out, seed=config.seed) if held_out and not resume else None
+    start = time.perf_counter()
+    start_step = int(Path(last).name.rsplit("-", 1)[-1]) if resume else 0
+    trainer.train(resume_from_checkpoint=last if resume else None)
+    seconds = time.perf_counter() - start
+    trainer.save_model(str(output_dir))
+    after = evaluate(trainer, held_out, seed=config.seed) if held_out else None
+    steps = trainer.state.global_step
+    return TrainResult(
+        output_dir=output_dir,
+        steps=steps,
+        seconds_per_step=seconds / max(1, steps - start_step),
+        eval_before=before,
+        eval_after=after,
+        log_history=list(trainer.state.log_history),
+    )

@@ -1,0 +1,493 @@
+"""`MemTrainer`: TRL's `GRPOTrainer` with memory-agent rollouts in place of single-turn generation.
+
+TRL's loop is kept whole: data loading, the buffered generation batch split into `gradient_accumulation_steps`
+micro-batches, the clipped surrogate with ε_low/ε_high, the k3 KL to the reference model (or to the disabled
+LoRA adapter), vLLM weight sync, gradient accumulation, accelerate/DeepSpeed, logging and checkpoints. These
+methods change, each for one reason:
+
+* `_generate_and_score_completions`: a batch item is an episode, not a prompt. It runs G1 memory-agent
+  rollouts per episode (plus G2 recall samples per trajectory), turns them into a variable number of rows
+  (every turn and every recall sample its own conversation, `grpo.py`), pads the row list with zero-weight
+  rows to a multiple of the micro-batch count, and returns the tensors TRL's loss reads.
+* `_compute_loss`: rescales TRL's "grpo" loss so that the batch mean runs over real rows only (see there).
+* `_get_per_token_logps_and_entropies`: off-GPU only, scores completion positions alone (see there).
+* `_save_checkpoint` / `_load_optimizer_and_scheduler`: also save and restore the dynamic-sampling reserve
+  position, so `--resume` sees the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+from trl.kernels.chunked_logprob import _use_triton
+from trl.models import unwrap_model_for_generation
+from trl.trainer.utils import pad, selective_log_softmax_and_entropy, use_adapter
+
+from ..config import to_dict
+from ..errors import MemtrainError
+from ..io import write_json_atomic
+from . import grpo
+from .agent import AgentConfig, rollout
+from .backends import SamplingParams
+from .backends.transformers import TransformersBackend
+from .config import TrainConfig
+from .rewards import exact_match_reward
+from .types import Generation, Trajectory
+
+STATE_FILE = "memtrain_state.json"
+CONFIG_FILE = "memtrain_config.json"
+
+
+def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
+    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation)."""
+    return AgentConfig(
+        problem_tokens=config.problem_tokens,
+        chunk_tokens=config.chunk_tokens,
+        memory_tokens=config.memory_tokens,
+        response_tokens=config.response_tokens,
+        group_size=config.eval_samples if evaluation else config.group_size,
+        recall=config.recall,
+        recall_samples=config.eval_samples if evaluation else config.recall_group_size,
+        coupling=config.coupling,
+        recall_weight=config.recall_weight,
+        temperature=config.eval_temperature if evaluation else config.temperature,
+        top_p=config.eval_top_p if evaluation else config.top_p,
+        seed=config.seed,
+    )
+
+
+class EpisodeReserve:
+    """Where dynamic sampling draws extra episodes from: an endless, seeded episode stream and how far it was
+    read."""
+
+    def __init__(self, make_stream: Callable[[], Iterator[dict]]):
+        self._make_stream = make_stream
+        self._stream = make_stream()
+        self.consumed = 0
+
+    def take(self, n: int) -> list[dict]:
+        taken = [next(self._stream) for _ in range(n)]
+        self.consumed += n
+        return taken
+
+    def state_dict(self) -> dict:
+        return {"consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._stream = self._make_stream()
+        self.consumed = 0
+        self.take(int(state.get("consumed", 0)))
+
+
+@dataclass
+class SampledBatch:
+    """What one step's rollouts produced, before padding."""
+
+    episodes: list[grpo.EpisodeRows] = field(default_factory=list)  # kept, at most the batch's episode count
+    trajectories: list[Trajectory] = field(default_factory=list)  # every trajectory sampled, all rounds
+    rewards: list[float] = field(default_factory=list)  # R_E of every trajectory
+    counts: grpo.GroupCounts = field(default_factory=grpo.GroupCounts)
+    rounds: int = 0
+    rollout_tokens: int = 0
+    rollout_seconds: float = 0.0
+
+    @property
+    def rows(self) -> list[grpo.Row]:
+        return [row for episode in self.episodes for row in episode.rows]
+
+
+class _TRLvLLMBackend:
+    """Samples with the vLLM engine TRL owns, so that TRL's weight sync reaches the model that samples.
+
+    Colocate mode calls the engine of this process; server mode posts to `trl vllm-serve` (each process its
+    own requests). Each prompt gets its own seed: the G1 copies of a prompt in one call must not sample alike.
+    """
+
+    name = "vllm"
+
+    def __init__(self, vllm_generation: Any, tokenizer: Any, base_url: str | None):
+        self.vllm = vllm_generation
+        self.tokenizer = tokenizer
+        self.base_url = base_url
+        self._client = getattr(vllm_generation, "vllm_client", None)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+        if self.vllm.mode == "colocate":
+            ids, logprobs, reasons = self._generate_colocate(prompts, params)
+        else:
+            ids, logprobs, reasons = self._generate_server(prompts, params)
+        return [
+            Generation(list(p), list(c), list(lp), self.tokenizer.decode(c, skip_special_tokens=True), r)
+            for p, c, lp, r in zip(prompts, ids, logprobs, reasons, strict=True)
+        ]
+
+    def _generate_colocate(self, prompts, params):
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        per_prompt = [
+            VLLMSamplingParams(
+                n=1,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                logprobs=0,
+                seed=None if params.seed is None else params.seed + i,
+            )
+            for i in range(len(prompts))
+        ]
+        outputs = self.vllm.llm.generate(
+            [{"prompt_token_ids": list(p)} for p in prompts], sampling_params=per_prompt, use_tqdm=False
+        )
+        completions = [o.outputs[0] for o in outputs]
+        ids = [list(c.token_ids) for c in completions]
+        logprobs = [
+            [lp[t].logprob for lp, t in zip(c.logprobs, c.token_ids, strict=True)] for c in completions
+        ]
+        reasons = ["length" if c.finish_reason == "length" else "stop" for c in completions]
+        return ids, logprobs, reasons
+
+    def _generate_server(self, prompts, params):
+        if self._client is None:  # TRL connects the main process only; the others just need HTTP
+            from trl.generation.vllm_client import VLLMClient
+
+            self._client = VLLMClient(base_url=self.base_url)
+        out = self._client.generate(
+            prompts=[list(p) for p in prompts],
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            logprobs=0,
+        )
+        logprobs = [[float("nan") if t[0] is None else t[0] for t in seq] for seq in out["logprobs"]]
+        reasons = ["length" if len(c) >= params.max_new_tokens else "stop" for c in out["completion_ids"]]
+        return out["completion_ids"], logprobs, reasons
+
+
+class MemTrainer(GRPOTrainer):
+    """Joint GRPO on the memory agent (PAPER.md §5). Each dataset row is an episode of the corpus.
+
+    `reward_fn`, when given, replaces the end-to-end reward R_E of each trajectory (for custom tasks and
+    tests); `reserve` supplies the extra episodes of dynamic sampling (none: dropped groups are not replaced).
+    """
+
+    _tag_names = ["trl", "grpo", "memtrain"]
+    _name = "MemTrain"
+
+    def __init__(
+        self,
+        model: Any,
+        args: Any,
+        config: TrainConfig,
+        train_dataset: Any,
+        processing_class: Any,
+        *,
+        reserve: EpisodeReserve | None = None,
+        reward_fn: Callable[[Trajectory], float] | None = None,
+        peft_config: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+    ):
+        if args.loss_type != "grpo" or args.num_iterations != 1:
+            raise MemtrainError("MemTrainer needs loss_type='grpo' and num_iterations=1 (see _compute_loss)")
+        if args.steps_per_generation != args.gradient_accumulation_steps:
+            raise MemtrainError("MemTrainer needs steps_per_generation == gradient_accumulation_steps")
+        self.memtrain_config = config
+        self.agent_config = agent_config(config)
+        self.reserve = reserve
+        self.reward_fn = reward_fn
+        super().__init__(
+            model=model,
+            # TRL insists on a reward source. MemTrain's rewards (Eq. 1-2) are computed in `sample_batch`,
+            # which replaces TRL's scoring, so this one is never called: it only names the task's metric.
+            reward_funcs=[exact_match_reward],
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+        self.pad_token_id = self._tokenizer.pad_token_id
+        self._vllm_backend = None
+
+    # --- rollouts -------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def generation_backend(self) -> Iterator[Any]:
+        """A memory-agent backend that samples from the current policy weights."""
+        if self.use_vllm:
+            if self.state.global_step != self._last_loaded_step:
+                self.vllm_generation.sync_weights()
+                self._last_loaded_step = self.state.global_step
+            if self._vllm_backend is None:
+                base_url = self.args.vllm_server_base_url or (
+                    f"http://{self.args.vllm_server_host}:{self.args.vllm_server_port}"
+                )
+                self._vllm_backend = _TRLvLLMBackend(self.vllm_generation, self._tokenizer, base_url)
+            yield self._vllm_backend
+            return
+        with unwrap_model_for_generation(
+            self.model_wrapped,
+            self.accelerator,
+            gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+            gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+        ) as unwrapped:
+            yield TransformersBackend(
+                unwrapped, self._tokenizer, max_batch_size=self.memtrain_config.generation_batch
+            )
+
+    def _rollout_seed(self, round_: int) -> int:
+        rank = self.accelerator.process_index
+        return (
+            self.memtrain_config.seed * 1_000_003 + self.state.global_step * 7_919 + round_ * 131 + rank
+        ) % 2**31
+
+    def sample_batch(self, episodes: list[dict]) -> SampledBatch:
+        """Rollouts for `episodes`, rows with advantages, and DAPO dynamic sampling (PAPER.md §5).
+
+        Groups whose rewards are all equal are dropped; while fewer episodes than asked still contribute rows,
+        more are drawn from the reserve, for at most `max_sampling_rounds` rounds. All processes run the same
+        number of rounds (a process that is full samples nothing), since generation may be collective.
+        """
+        cfg = self.memtrain_config
+        target = len(episodes)
+        batch = SampledBatch()
+        for round_ in range(cfg.max_sampling_rounds):
+            batch.rounds = round_ + 1
+            trajectories = self._rollout(episodes, round_, batch)
+            group_size = self.agent_config.group_size
+            for start in range(0, len(trajectories), group_size):
+                group = trajectories[start : start + group_size]
+                custom = [self.reward_fn(t) for t in group] if self.reward_fn is not None else None
+                episode = grpo.episode_rows(
+                    group,
+                    rewards=custom,
+                    recall_weight=cfg.recall_weight,
+                    recall=cfg.recall,
+                    coupling=cfg.coupling,
+                    scale_rewards=cfg.scale_rewards,
+                    dynamic_sampling=cfg.dynamic_sampling,
+                )
+                batch.trajectories.extend(group)
+                batch.rewards.extend(episode.rewards)
+                batch.counts.add(episode.counts)
+                if episode.kept:
+                    batch.episodes.append(episode)
+            missing = max(0, target - len(batch.episodes)) if self.reserve is not None else 0
+            if not cfg.dynamic_sampling or not self._any_process(missing > 0):
+                break
+            episodes = self.reserve.take(missing) if missing else []
+        batch.episodes = batch.episodes[:target]
+        return batch
+
+    def _rollout(self, episodes: list[dict], round_: int, batch: SampledBatch) -> list[Trajectory]:
+        def count(call):
+            batch.rollout_tokens += call.prompt_tokens + call.completion_tokens
+
+        start = time.perf_counter()
+        with self.generation_backend() as backend:
+            trajectories = (
+                rollout(episodes, backend, self.agent_config, seed=self._rollout_seed(round_), on_call=count)
+                if episodes
+                else []
+            )
+        batch.rollout_seconds += time.perf_counter() - start
+        return trajectories
+
+    def _any_process(self, flag: bool) -> bool:
+        flags = self.accelerator.gather(torch.tensor([int(flag)], device=self.accelerator.device))
+        return bool(flags.sum().item())
+
+    # --- rows → the tensors TRL's loss reads ----------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        # TRL repeats every dataset row num_generations (= G1) times; the agent makes the G1 trajectories
+        # itself.
+        episodes = inputs[:: self.num_generations]
+        batch = self.sample_batch(episodes)
+        rows = grpo.pad_rows(batch.rows, self.args.steps_per_generation, self.pad_token_id)
+        output = self._rows_to_inputs(rows)
+        self._log_batch(batch, rows)
+        return output
+
+    def _rows_to_inputs(self, rows: list[grpo.Row]) -> dict[str, Any]:
+        device = self.accelerator.device
+        pad_id = self.pad_token_id
+
+        def ragged(values, dtype, value, side):
+            return pad(
+                [torch.tensor(v, dtype=dtype) for v in values], padding_value=value, padding_side=side
+            ).to(device)
+
+        prompt_ids = ragged([r.prompt_ids for r in rows], torch.long, pad_id, "left")
+        prompt_mask = ragged([[1] * len(r.prompt_ids) for r in rows], torch.long, 0, "left")
+        completion_ids = ragged([r.completion_ids for r in rows], torch.long, pad_id, "right")
+        # A padding row's completion is masked out: it adds nothing to the loss, the KL or the metrics.
+        completion_mask = ragged(
+            [[int(r.weight > 0)] * len(r.completion_ids) for r in rows], torch.long, 0, "right"
+        )
+        sampling_logps = ragged([r.logprobs for r in rows], torch.float32, 0.0, "right")
+        advantages = torch.tensor([r.advantage for r in rows], dtype=torch.float32, device=device)
+
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        logits_to_keep = completion_ids.size(1)
+        chunk = self.args.per_device_train_batch_size
+        old_logps = ref_logps = None
+        with torch.no_grad():
+            importance_sampling = self.use_vllm and self.vllm_importance_sampling_correction
+            if importance_sampling:  # the sampler (vLLM) and the trained model can disagree: correct for it
+                old_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, logits_to_keep, batch_size=chunk
+                )
+            if self.beta != 0.0:
+                if self.ref_model is not None:
+                    ref_logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=chunk
+                    )
+                else:  # LoRA: the reference is the model with its adapter off (or a frozen copy named "ref")
+                    unwrapped = self.accelerator.unwrap_model(self.model)
+                    with use_adapter(
+                        unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None
+                    ):
+                        ref_logps, _, _ = self._get_per_token_logps_and_entropies(
+                            self.model, input_ids, attention_mask, logits_to_keep, batch_size=chunk
+                        )
+
+        real = grpo.real_rows(rows)
+        real_global = int(self.accelerator.gather(torch.tensor([real], device=device)).sum().item())
+        scale = len(rows) * self.accelerator.num_processes / real_global if real_global else 0.0
+        output = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "advantages": advantages,
+            "sampling_per_token_logps": sampling_logps,
+            "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum(),
+            "loss_scale": torch.tensor(scale, dtype=torch.float32, device=device),
+        }
+        if old_logps is not None:
+            output["old_per_token_logps"] = old_logps
+        if ref_logps is not None:
+            output["ref_per_token_logps"] = ref_logps
+        if importance_sampling:
+            output["importance_sampling_ratio"] = self._importance_sampling_ratio(
+                old_logps, sampling_logps, completion_mask
+            )
+        return output
+
+    def _importance_sampling_ratio(self, old_logps, sampling_logps, mask) -> torch.Tensor:
+        """π_train/π_sampler per token or per sequence, truncated or masked, as TRL's vLLM correction does."""
+        diff = torch.nan_to_num((old_logps - sampling_logps) * mask, nan=0.0)
+        mode = self.vllm_importance_sampling_mode
+        ratio = torch.exp(diff.sum(dim=-1, keepdim=True) if mode.startswith("sequence") else diff)
+        low = self.vllm_importance_sampling_clip_min
+        high = self.vllm_importance_sampling_clip_max
+        if mode.endswith("truncate"):
+            return torch.clamp(ratio, min=low, max=high)
+        invalid = (ratio < (low if low is not None else -float("inf"))) | (
+            ratio > (high if high is not None else float("inf"))
+        )
+        return ratio.masked_fill(invalid, 0.0)
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False,
+        compute_aux_loss=False, **kwargs,
+    ):  # fmt: skip
+        if _use_triton(input_ids.device) or compute_aux_loss or any(v is not None for v in kwargs.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
+                compute_aux_loss, **kwargs,
+            )  # fmt: skip
+        # Without Triton (CPU), TRL's fused LM head scores every position, prompt included. A memory-agent
+        # prompt is many times longer than its completion, so here only the completion positions are
+        # projected.
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1).logits
+            logits = logits[:, :-1].float()
+            token_logps, token_entropy = selective_log_softmax_and_entropy(
+                logits, ids[:, -logits_to_keep:], temperature=self.temperature
+            )
+            logps.append(token_logps)
+            entropies.append(token_entropy)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _compute_loss(self, model, inputs):
+        # The paper averages token-means over the *real* rows of the whole batch (E2E turns and recall samples
+        # together). TRL's "grpo" loss averages them over all rows of a micro-batch, padding included, and the
+        # micro-batches and processes then average again. Every micro-batch has the same row count, so
+        # multiplying by (rows on this process incl. padding) × processes / (real rows on all processes) gives
+        # exactly the paper's normalization, and zero-weight padding rows drop out of the denominator too.
+        return super()._compute_loss(model, inputs) * inputs["loss_scale"]
+
+    # --- metrics --------------------------------------------------------------------------------------------
+
+    def _log_batch(self, batch: SampledBatch, rows: list[grpo.Row]) -> None:
+        recall_rewards = [r for t in batch.trajectories if t.recall is not None for r in t.recall.rewards]
+        real = [r for r in rows if r.weight > 0]
+        local = [
+            sum(batch.rewards), len(batch.rewards), sum(t.em for t in batch.trajectories),
+            sum(recall_rewards), len(recall_rewards),
+            batch.counts.e2e, batch.counts.e2e_dropped, batch.counts.recall, batch.counts.recall_dropped,
+            len(real), len(rows) - len(real), sum(r.num_tokens for r in real),
+            sum(len(r.completion_ids) for r in real),
+            batch.rollout_tokens, batch.rollout_seconds, batch.rounds,
+        ]  # fmt: skip
+        device = self.accelerator.device
+        totals = self.accelerator.gather(torch.tensor([local], dtype=torch.float64, device=device))
+        seconds = totals[:, 14].max().item()
+        (reward, n, em, recall, n_recall, e2e, e2e_drop, rec, rec_drop, real_rows, pad_rows, tokens,
+         completion_tokens, rollout_tokens, _, rounds) = totals.sum(dim=0).tolist()  # fmt: skip
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["reward"].append(reward / max(n, 1))
+        metrics["em"].append(em / max(n, 1))
+        if n_recall:
+            metrics["recall_em"].append(recall / n_recall)
+        metrics["groups/e2e_dropped"].append(e2e_drop)
+        metrics["groups/e2e"].append(e2e)
+        metrics["groups/recall_dropped"].append(rec_drop)
+        metrics["groups/recall"].append(rec)
+        metrics["sampling_rounds"].append(rounds / self.accelerator.num_processes)
+        metrics["rows"].append(real_rows)
+        metrics["rows/padding"].append(pad_rows)
+        metrics["completions/mean_length"].append(completion_tokens / max(real_rows, 1))
+        metrics["rollout/seconds"].append(seconds)
+        metrics["rollout/tokens_per_second"].append(rollout_tokens / seconds if seconds else 0.0)
+        if self.model.training:
+            self.state.num_input_tokens_seen += int(tokens)
+        metrics["num_tokens"] = [self.state.num_input_tokens_seen]
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            state = {"reserve": self.reserve.state_dict() if self.reserve is not None else None}
+            write_json_atomic(os.path.join(folder, STATE_FILE), state)
+            write_json_atomic(os.path.join(folder, CONFIG_FILE), to_dict(self.memtrain_config))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, STATE_FILE) if checkpoint is not None else None
+        if path and os.path.isfile(path) and self.reserve is not None:
+            with open(path) as f:
+                reserve_state = json.load(f).get("reserve")
+            if reserve_state:
+                self.reserve.load_state_dict(reserve_state)

@@ -1,0 +1,154 @@
+"""The real MemTrainer on a tiny random-initialised Llama (built here with transformers), tiny corpus."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memtrain.trainer import grpo
+from memtrain.trainer.config import TrainConfig
+from memtrain.trainer.train import build_trainer, check_config, train
+
+VOCAB = 512
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_corpus):
+    """A 2-layer Llama with a 512-token BPE vocabulary trained on the corpus text: fast on CPU."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = [e["text"] for e in tiny_corpus.iter_episodes(columns=["text"])]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=VOCAB, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        unk_token="<unk>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def low_token_share(trajectory) -> float:
+    """A trivially learnable reward: the share of sampled tokens in the lower half of the vocabulary."""
+    ids = [i for turn in trajectory.turns for i in turn.generation.completion_ids]
+    return sum(i < VOCAB // 2 for i in ids) / max(1, len(ids))
+
+
+def tiny_config(tiny_model, tiny_corpus, output_dir, **overrides) -> TrainConfig:
+    settings = dict(
+        model=str(tiny_model), corpus=str(tiny_corpus.path), output_dir=str(output_dir), max_steps=2,
+        episodes_per_step=2, group_size=4, recall_group_size=2, held_out_episodes=2, problem_tokens=320,
+        chunk_tokens=1536, memory_tokens=8, response_tokens=8, context_tokens=2048,
+        gradient_accumulation_steps=2, learning_rate=1e-2, save_steps=1, report_to=["none"], seed=1,
+    )  # fmt: skip
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_two_steps_change_the_parameters_save_a_reloadable_checkpoint_and_resume(
+    tiny_model, tiny_corpus, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "run", group_size=2, episodes_per_step=1)
+    result = train(config, reward_fn=low_token_share)
+    assert result.steps == 2
+    logged = [h for h in result.log_history if "reward" in h]
+    assert len(logged) == 2 and all(
+        h["rows"] > 0 and "kl" in h and "clip_ratio/region_mean" in h for h in logged
+    )
+
+    before, after = weights(tiny_model), weights(tmp_path / "run")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    reloaded = AutoModelForCausalLM.from_pretrained(checkpoint)
+    assert all(torch.equal(p, after[n]) for n, p in reloaded.state_dict().items() if n in after)
+
+    again = tiny_config(
+        tiny_model, tiny_corpus, tmp_path / "run", group_size=2, episodes_per_step=1, max_steps=3
+    )
+    resumed = train(again, resume=True, reward_fn=low_token_share)
+    assert resumed.steps == 3 and (tmp_path / "run" / "checkpoint-3").is_dir()
+
+
+def test_training_raises_a_trivially_learnable_reward(tiny_model, tiny_corpus, tmp_path):
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "learn", max_steps=6, beta=0.0, save_steps=100,
+                         learning_rate=3e-2, recall=False)  # fmt: skip
+    rewards = [h["reward"] for h in train(config, reward_fn=low_token_share).log_history if "reward" in h]
+    assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2 + 0.05, rewards
+
+
+def test_the_loss_is_the_papers_token_mean_then_row_mean_with_clipping_and_k3_kl(
+    tiny_model, tiny_corpus, tmp_path
+):
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "loss", beta=0.05, gradient_accumulation_steps=1)
+    trainer = build_trainer(config, check_config(config))
+    model = trainer.model
+    model.train()
+    rows = [
+        grpo.Row([5, 6, 7], [8, 9, 10, 11], [-1.0] * 4, advantage=0.8, kind="update"),
+        grpo.Row([5, 6], [12, 13], [-1.0] * 2, advantage=-0.4, kind="answer"),
+        grpo.Row([20, 21, 22, 23], [24], [-1.0], advantage=0.3, kind="recall"),
+    ]
+    padded = grpo.pad_rows(rows, 5, trainer.pad_token_id)  # 2 zero-weight rows
+    inputs = trainer._rows_to_inputs(padded)
+    completion_mask = inputs["completion_mask"].float()
+    generator = torch.Generator().manual_seed(0)
+    # Old and reference log-probs away from the current ones, so that clipping and the KL both matter.
+    with torch.no_grad():
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+        mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+        width = inputs["completion_ids"].size(1)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -width - 1 : -1].float()
+        logps = torch.log_softmax(logits, -1).gather(-1, inputs["completion_ids"][..., None])[..., 0]
+    inputs["old_per_token_logps"] = logps + 0.5 * torch.randn(logps.shape, generator=generator)
+    inputs["ref_per_token_logps"] = logps + 0.3 * torch.randn(logps.shape, generator=generator)
+    trainer.current_gradient_accumulation_steps = 1
+
+    loss = trainer._compute_loss(model, inputs)
+
+    ratio = torch.exp(logps - inputs["old_per_token_logps"])
+    advantage = inputs["advantages"][:, None]
+    surrogate = -torch.min(ratio * advantage, torch.clamp(ratio, 1 - 0.2, 1 + 0.28) * advantage)
+    delta = inputs["ref_per_token_logps"] - logps
+    kl = torch.exp(delta) - delta - 1
+    per_token = (
+        surrogate + 0.05 * kl * ratio
+    )  # TRL weights the k3 KL by the importance ratio (bias correction)
+    real = completion_mask.sum(1) > 0
+    per_row = (per_token * completion_mask).sum(1)[real] / completion_mask.sum(1)[real]
+    assert real.sum() == 3
+    assert loss.item() == pytest.approx(per_row.mean().item(), rel=1e-4, abs=1e-6)
