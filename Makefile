@@ -16,6 +16,7 @@ install: $(BIN)/memtrain
 
 demo: install
 	$(BIN)/memtrain build-corpus --preset tiny --out corpora
+	$(BIN)/memtrain rollout corpora/enwiki --episodes 1 --group 2 --recall-samples 2 -o response_tokens=64 --out runs/demo-rollout.parquet
 
 lint: install
 	$(BIN)/ruff check .
