@@ -125,6 +125,18 @@ def leak_patterns(answer: str) -> list[re.Pattern]:
     return patterns
 
 
+def leaks(document: str, lowered: str, surface: str, pattern: re.Pattern, count: int) -> bool:
+    """Would a spelling of `surface` survive masking its `count` whole-word occurrences?"""
+    patterns = leak_patterns(surface)
+    if surface.isascii() and lowered.count(surface.lower()) == count:
+        # No other case-insensitive occurrence exists: the first pattern cannot leak, skip the costly check.
+        patterns = patterns[1:]
+    if not patterns:
+        return False
+    masked = pattern.sub(MASK, document)
+    return any(p.search(masked) for p in patterns)
+
+
 def candidate_entities(pivot_string: str, entities: list[dict], labels: set[str]) -> list[tuple[str, str]]:
     """(surface, label) of the pivot's admissible entities, unique, in order of first appearance."""
     seen: dict[str, str] = {}
@@ -151,13 +163,13 @@ def assemble_episode(
     document = SEPARATOR.join(strings)
     pivot_pos = plan.roles.index("pivot")
     admissible = []
+    lowered = document.lower()
     for surface, label in candidate_entities(strings[pivot_pos], entities[plan.pivot], labels):
+        if document.count(surface) < min_occurrences:  # a cheap upper bound of the whole-word count
+            continue
         pattern = whole_word(surface)
         count = len(pattern.findall(document))
-        if count < min_occurrences:
-            continue
-        masked_doc = pattern.sub(MASK, document)
-        if any(p.search(masked_doc) for p in leak_patterns(surface)):
+        if count < min_occurrences or leaks(document, lowered, surface, pattern, count):
             continue
         admissible.append((surface, label, count))
     if not admissible:
