@@ -40,6 +40,7 @@ from . import grpo
 from .agent import AgentConfig, rollout
 from .backends import SamplingParams
 from .backends.transformers import TransformersBackend
+from .backends.vllm import VLLMBackend
 from .config import TrainConfig
 from .rewards import exact_match_reward
 from .types import Generation, Trajectory
@@ -123,38 +124,12 @@ class _TRLvLLMBackend:
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
         if self.vllm.mode == "colocate":
-            ids, logprobs, reasons = self._generate_colocate(prompts, params)
-        else:
-            ids, logprobs, reasons = self._generate_server(prompts, params)
+            return VLLMBackend(self.vllm.llm, self.tokenizer).generate(prompts, params)
+        ids, logprobs, reasons = self._generate_server(prompts, params)
         return [
             Generation(list(p), list(c), list(lp), self.tokenizer.decode(c, skip_special_tokens=True), r)
             for p, c, lp, r in zip(prompts, ids, logprobs, reasons, strict=True)
         ]
-
-    def _generate_colocate(self, prompts, params):
-        from vllm import SamplingParams as VLLMSamplingParams
-
-        per_prompt = [
-            VLLMSamplingParams(
-                n=1,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                max_tokens=params.max_new_tokens,
-                logprobs=0,
-                seed=None if params.seed is None else params.seed + i,
-            )
-            for i in range(len(prompts))
-        ]
-        outputs = self.vllm.llm.generate(
-            [{"prompt_token_ids": list(p)} for p in prompts], sampling_params=per_prompt, use_tqdm=False
-        )
-        completions = [o.outputs[0] for o in outputs]
-        ids = [list(c.token_ids) for c in completions]
-        logprobs = [
-            [lp[t].logprob for lp, t in zip(c.logprobs, c.token_ids, strict=True)] for c in completions
-        ]
-        reasons = ["length" if c.finish_reason == "length" else "stop" for c in completions]
-        return ids, logprobs, reasons
 
     def _generate_server(self, prompts, params):
         if self._client is None:  # TRL connects the main process only; the others just need HTTP
