@@ -60,25 +60,33 @@ def resolve_source(config: CorpusConfig) -> str:
     return config.source if config.source else str(assets.fetch("enwiki-excerpt"))
 
 
+def source_key(source_fingerprint: dict):
+    """The source's identity: its files' checksums (a hub dataset without files: the whole fingerprint)."""
+    files = source_fingerprint.get("files") or []
+    return [f.get("sha256") for f in files] if files else source_fingerprint
+
+
 def build_identity(config: CorpusConfig, source_fingerprint: dict) -> str:
     """What the output depends on: the config (less runtime knobs and the name) and the source's bytes."""
     semantic = {
         k: v for k, v in to_dict(config).items() if k not in (*CorpusConfig.RUNTIME_FIELDS, "name", "source")
     }
-    files = source_fingerprint.get("files") or []
-    source_key = [f.get("sha256") for f in files] if files else source_fingerprint
     payload = json.dumps(
-        {"config": semantic, "source": source_key, "schema": SCHEMA_VERSION}, sort_keys=True, default=str
+        {"config": semantic, "source": source_key(source_fingerprint), "schema": SCHEMA_VERSION},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def passages_identity(config: CorpusConfig, source_fingerprint: dict) -> str:
     """What the passages and the retrieval index depend on; builds that differ only in episodes share them."""
-    files = source_fingerprint.get("files") or []
-    source_key = [f.get("sha256") for f in files] if files else source_fingerprint
     keys = ("passage_words", "tokenizer", "retriever", "hf_split", "hf_name")
-    payload = {"source": source_key, "schema": SCHEMA_VERSION, **{k: getattr(config, k) for k in keys}}
+    payload = {
+        "source": source_key(source_fingerprint),
+        "schema": SCHEMA_VERSION,
+        **{k: getattr(config, k) for k in keys},
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -227,13 +235,12 @@ def build_episode_shard(
             plans.append(plan)
         needed = {p for plan in plans if not isinstance(plan, Rejection) for p in plan.passages}
         items = {store.ids[p]: store.strings[p] for p in sorted(needed)}
-        todo = len(cache.missing(items))
         start = time.perf_counter()
         ner_words += run_ner(
             nlp, items, cache, config.ner_batch_size, config.ner_processes,
             on_progress=lambda n, total: reporter.advance("ner", n),
         )  # fmt: skip
-        ner_seconds += time.perf_counter() - start if todo else 0.0
+        ner_seconds += time.perf_counter() - start
         entities = {p: cache.get(store.ids[p], store.strings[p]) for p in needed}
         results = [
             plan
