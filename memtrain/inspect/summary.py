@@ -167,17 +167,16 @@ def summary_tables(summary: Summary) -> list[Table]:
             row.label, number(row.answers), share(row.answers, summary.episodes), number(row.spans)
         )
 
-    lengths = Table(title="answer length")
-    lengths.add_column("words", justify="right")
-    lengths.add_column("episodes", justify="right")
-    lengths.add_column("share", justify="right")
-    for words, n in summary.answer_words:
-        lengths.add_row(str(words), number(n), share(n, summary.episodes))
-
-    chunks = Table(title="chunks per episode")
-    chunks.add_column("chunks", justify="right")
-    chunks.add_column("episodes", justify="right")
-    chunks.add_column("share", justify="right")
-    for count, n in summary.chunk_counts:
-        chunks.add_row(str(count), number(n), share(n, summary.episodes))
+    lengths = distribution_table("answer length", "words", summary.answer_words, summary.episodes)
+    chunks = distribution_table("chunks per episode", "chunks", summary.chunk_counts, summary.episodes)
     return [overview, spread, labels, lengths, chunks]
+
+
+def distribution_table(title: str, key: str, counts, episodes: int) -> Table:
+    """How many episodes have each value of `key`, and their share."""
+    table = Table(title=title)
+    for column in (key, "episodes", "share"):
+        table.add_column(column, justify="right")
+    for value, n in counts:
+        table.add_row(str(value), number(n), share(n, episodes))
+    return table
