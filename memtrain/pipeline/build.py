@@ -7,22 +7,26 @@ Layout under ``OUT/<name>/``::
     .cache/passages-<id>/    passage shards + retrieval index, shared by builds that differ only in episodes
     .cache/ner-<model>/      NER results by passage id;  .cache/checksums/: source checksums
 
-Per-shard stages (read → clean → passages) run in worker processes, one source shard each; the retrieval
-index and episode assembly are global. A finished unit is a file renamed into place, so a rerun after any
-interruption redoes only what is missing and produces byte-identical episodes.
+Per-shard stages (read → clean → passages) run in worker processes, one source shard each (a lone shard has
+its pages cleaned by the workers). The retrieval index is global. NER runs in this process; masking and
+tokenizing episodes, which need only the pivot's entities, run in worker processes meanwhile. A finished
+unit is a file renamed into place, so a rerun after any interruption redoes only what is missing and
+produces byte-identical episodes.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +42,7 @@ from ..io import atomic_path, write_json_atomic
 from . import read
 from .clean import clean_page
 from .config import CorpusConfig
-from .episodes import PassageStore, Rejection, assemble_episode, draw_pivot, plan_episode
+from .episodes import PassageStore, Plan, Rejection, draw_pivot, entity_spans, mask_episode, plan_episode
 from .ner import NerCache, load_ner, run_ner
 from .passages import passage_text, split_article
 from .progress import Reporter
@@ -108,10 +112,35 @@ def cached_fingerprint(source: str, cache: Path) -> dict:
 # --- stage 1-3: read → clean → passages, one source shard per task ----------------------------------------
 
 
+def clean_and_split(page, passage_words: int) -> tuple[list[dict], str | None]:
+    """One page → its passages, or no passages and the reason the page was dropped."""
+    article, reason = clean_page(page)
+    return ([], reason) if article is None else (split_article(article, passage_words), None)
+
+
+def ordered_map(pool: Executor, fn, items: Iterable, *args, window: int = 64) -> Iterator:
+    """`fn(item, *args)` in `pool`, results in input order, at most `window` items in flight."""
+    in_flight: collections.deque[Future] = collections.deque()
+    for item in items:
+        in_flight.append(pool.submit(fn, item, *args))
+        if len(in_flight) >= window:
+            yield in_flight.popleft().result()
+    while in_flight:
+        yield in_flight.popleft().result()
+
+
 def process_shard(
-    shard: read.SourceShard, passage_words: int, tokenizer_name: str, dest: str, on_page=None
+    shard: read.SourceShard,
+    passage_words: int,
+    tokenizer_name: str,
+    dest: str,
+    on_page=None,
+    clean_pool: Executor | None = None,
 ) -> dict:
-    """Read one source shard, clean its pages, split articles into passages; write one Parquet file."""
+    """Read one source shard, clean its pages, split articles into passages; write one Parquet file.
+
+    With `clean_pool`, pages are cleaned in its processes (a lone shard would otherwise use one core).
+    """
     start = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_name)
     counts = collections.Counter(
@@ -119,6 +148,11 @@ def process_shard(
     )
     dropped: collections.Counter = collections.Counter()
     batch: list[dict] = []
+    pages = read.read_shard(shard)
+    if clean_pool is None:
+        cleaned = (clean_and_split(page, passage_words) for page in pages)
+    else:
+        cleaned = ordered_map(clean_pool, clean_and_split, pages, passage_words)
     with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, PASSAGE_SCHEMA, compression="zstd") as writer:
 
         def flush() -> None:
@@ -129,16 +163,15 @@ def process_shard(
             counts["passage_tokens"] += sum(p["num_tokens"] for p in batch)
             batch.clear()
 
-        for page in read.read_shard(shard):
+        for passages, reason in cleaned:
             counts["pages"] += 1
             if on_page is not None and counts["pages"] % 100 == 0:
                 on_page(100)
-            article, reason = clean_page(page)
-            if article is None:
+            if reason is not None:
                 dropped[reason] += 1
                 continue
             counts["articles"] += 1
-            for passage in split_article(article, passage_words):
+            for passage in passages:
                 batch.append(passage)
                 counts["passages"] += 1
                 counts["words"] += passage["num_words"]
@@ -158,15 +191,21 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
         if i not in todo:
             reporter.advance("read", json.loads(out.with_suffix(".json").read_text())["pages"])
 
-    workers = min(config.workers or os.cpu_count() or 1, len(todo))
+    workers = config.workers or os.cpu_count() or 1
     args = (config.passage_words, config.tokenizer)
-    if workers <= 1:
-        for i in todo:
-            stats = process_shard(shards[i], *args, str(outputs[i]), lambda n: reporter.advance("read", n))
-            write_json_atomic(outputs[i].with_suffix(".json"), stats)
-            reporter.advance("read", stats["pages"] % 100)
+    if workers <= 1 or len(todo) <= 1:
+        pool = spawn_pool(workers) if workers > 1 and todo else None
+        try:
+            for i in todo:
+                on_page = functools.partial(reporter.advance, "read")
+                stats = process_shard(shards[i], *args, str(outputs[i]), on_page, pool)
+                write_json_atomic(outputs[i].with_suffix(".json"), stats)
+                reporter.advance("read", stats["pages"] % 100)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with spawn_pool(min(workers, len(todo))) as pool:
             futures = {pool.submit(process_shard, shards[i], *args, str(outputs[i])): i for i in todo}
             for future in as_completed(futures):
                 stats = future.result()
@@ -174,6 +213,13 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
                 reporter.advance("read", stats["pages"])
     reporter.finish("read")
     return outputs
+
+
+def spawn_pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExecutor:
+    # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy in a bad state
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs
+    )
 
 
 def load_store(files: list[Path], tokenizer) -> PassageStore:
@@ -214,10 +260,87 @@ def run_related_stage(config, store: PassageStore, work: Path, reporter: Reporte
 # --- stage 5-6: NER and episodes, one episode shard at a time ----------------------------------------------
 
 
-def build_episode_shard(
-    config, indices, store, retriever, nlp, cache, tokenizer, reporter
-) -> tuple[list, dict]:
+ASSEMBLY_BATCH = 16  # episodes per assembly task (and per tokenizer call)
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once in this process: the `workers=1` stand-in for a process pool."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def mask_batch(
+    plans: list[Plan], store: PassageStore, pivot_entities: dict[int, list[dict]], config: CorpusConfig
+) -> list[dict | Rejection]:
+    """Mask, tokenize and cut planned episodes; an episode outside the token range becomes a Rejection."""
     labels = set(config.ner_labels)
+    results = [
+        mask_episode(plan, store, pivot_entities[plan.pivot], labels, config.min_mask_occurrences)
+        for plan in plans
+    ]
+    masked = [r for r in results if not isinstance(r, Rejection)]
+    tokenizer = load_tokenizer(config.tokenizer)
+    bounds = chunk_bounds(tokenizer, [r["text"] for r in masked], config.chunk_size)
+    for episode, (num_tokens, chunks) in zip(masked, bounds, strict=True):
+        episode.update(num_tokens=num_tokens, chunks=chunks)
+    return [
+        r
+        if isinstance(r, Rejection) or config.min_tokens <= r["num_tokens"] <= config.max_tokens
+        else Rejection(plan.index, plan.attempt, "length")
+        for plan, r in zip(plans, results, strict=True)
+    ]
+
+
+def recognise_and_assemble(
+    config, plans: list[Plan], store, nlp, cache, executor: Executor, reporter
+) -> tuple[list[dict | Rejection], int, float]:
+    """NER and episode assembly for a round of plans, overlapped.
+
+    The answer, masking and tokenization need only the pivot's entities: NER runs on the pivots first, then
+    `executor` masks and tokenizes while NER goes on over the other passages, whose entities are needed
+    only for the recall-task spans added at the end. Returns the results in plan order, the words
+    recognised and the seconds spent in NER.
+    """
+
+    def recognise(passages: list[int]) -> tuple[int, float]:
+        start = time.perf_counter()
+        items = {store.ids[p]: store.strings[p] for p in passages}
+        words = run_ner(nlp, items, cache, config.ner_batch_size, config.ner_processes, on_progress)
+        return words, time.perf_counter() - start
+
+    def on_progress(done: int, total: int) -> None:
+        reporter.advance("ner", 1)
+
+    def entities(passage: int) -> list[dict]:
+        return cache.get(store.ids[passage], store.strings[passage])
+
+    pivot_words, pivot_seconds = recognise([plan.pivot for plan in plans])
+    futures = []
+    for start in range(0, len(plans), ASSEMBLY_BATCH):
+        batch = plans[start : start + ASSEMBLY_BATCH]
+        needed = sorted({p for plan in batch for p in plan.passages})
+        pivots = {plan.pivot: entities(plan.pivot) for plan in batch}
+        futures.append(executor.submit(mask_batch, batch, store.subset(needed), pivots, config))
+    rest_words, rest_seconds = recognise([p for plan in plans for p in plan.passages])
+
+    results = [r for future in futures for r in future.result()]
+    for plan, result in zip(plans, results, strict=True):
+        if not isinstance(result, Rejection):
+            strings = [store.strings[p] for p in plan.passages]
+            result["entities"] = entity_spans(result, strings, [entities(p) for p in plan.passages])
+            del result["mask_spans"]
+    return results, pivot_words + rest_words, pivot_seconds + rest_seconds
+
+
+def build_episode_shard(
+    config, indices, store, retriever, nlp, cache, executor, reporter
+) -> tuple[list, dict]:
     pending = {i: 0 for i in indices}
     episodes: dict[int, dict] = {}
     rejections: collections.Counter = collections.Counter()
@@ -233,40 +356,25 @@ def build_episode_shard(
                 config.max_tokens,
             )  # fmt: skip
             plans.append(plan)
-        needed = {p for plan in plans if not isinstance(plan, Rejection) for p in plan.passages}
-        items = {store.ids[p]: store.strings[p] for p in sorted(needed)}
-        start = time.perf_counter()
-        ner_words += run_ner(
-            nlp, items, cache, config.ner_batch_size, config.ner_processes,
-            on_progress=lambda n, total: reporter.advance("ner", n),
-        )  # fmt: skip
-        ner_seconds += time.perf_counter() - start
-        entities = {p: cache.get(store.ids[p], store.strings[p]) for p in needed}
-        results = [
-            plan
-            if isinstance(plan, Rejection)
-            else assemble_episode(plan, store, entities, labels, config.min_mask_occurrences)
-            for plan in plans
-        ]
-        assembled = [r for r in results if not isinstance(r, Rejection)]
-        bounds = chunk_bounds(tokenizer, [r["text"] for r in assembled], config.chunk_size)
-        bounds_of = {r["index"]: b for r, b in zip(assembled, bounds, strict=True)}
-        for result in results:
+        valid = [plan for plan in plans if not isinstance(plan, Rejection)]
+        assembled, words, seconds = recognise_and_assemble(
+            config, valid, store, nlp, cache, executor, reporter
+        )
+        ner_words += words
+        ner_seconds += seconds
+        by_index = {plan.index: result for plan, result in zip(valid, assembled, strict=True)}
+        for plan in plans:
+            result = plan if isinstance(plan, Rejection) else by_index[plan.index]
             if not isinstance(result, Rejection):
-                num_tokens, chunks = bounds_of[result["index"]]
-                if config.min_tokens <= num_tokens <= config.max_tokens:
-                    result.update(
-                        episode_id=f"ep-{result['index']:07d}",
-                        num_tokens=num_tokens,
-                        tokenizer=config.tokenizer,
-                        chunk_size=config.chunk_size,
-                        chunks=chunks,
-                    )
-                    episodes[result["index"]] = result
-                    del pending[result["index"]]
-                    reporter.advance("episodes", 1)
-                    continue
-                result = Rejection(result["index"], pending[result["index"]], "length")
+                result.update(
+                    episode_id=f"ep-{result['index']:07d}",
+                    tokenizer=config.tokenizer,
+                    chunk_size=config.chunk_size,
+                )
+                episodes[result["index"]] = result
+                del pending[result["index"]]
+                reporter.advance("episodes", 1)
+                continue
             rejections[result.reason] += 1
             pending[result.index] += 1
             if pending[result.index] >= config.max_pivot_tries:
@@ -283,9 +391,23 @@ def build_episode_shard(
     return rows, stats
 
 
-def run_episode_stage(
-    config, store, retriever, work: Path, cache_dir: Path, tokenizer, reporter
-) -> list[Path]:
+def start_assembly_worker(tokenizer_name: str) -> None:
+    # Below NER's priority: NER is the critical path, assembly fills the cores NER leaves idle.
+    os.nice(10)
+    load_tokenizer(tokenizer_name)
+
+
+def assembly_executor(config) -> Executor:
+    workers = config.workers or os.cpu_count() or 1
+    if workers <= 1:
+        return InlineExecutor()
+    pool = spawn_pool(workers, start_assembly_worker, (config.tokenizer,))
+    for _ in range(workers):  # start the workers now: their imports overlap with loading spaCy and NER
+        pool.submit(int)
+    return pool
+
+
+def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, reporter) -> list[Path]:
     folder = work / "episodes"
     folder.mkdir(parents=True, exist_ok=True)
     size = config.episodes_per_shard
@@ -298,14 +420,15 @@ def run_episode_stage(
     if todo:
         nlp = load_ner(config.ner_model)
         cache = NerCache(cache_dir, config.ner_model)
-        for k in todo:
-            rows, stats = build_episode_shard(
-                config, ranges[k], store, retriever, nlp, cache, tokenizer, reporter
-            )
-            table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
-            write_json_atomic(outputs[k].with_suffix(".json"), stats)
-            with atomic_path(outputs[k]) as tmp:
-                pq.write_table(table, tmp, compression="zstd")
+        with assembly_executor(config) as executor:
+            for k in todo:
+                rows, stats = build_episode_shard(
+                    config, ranges[k], store, retriever, nlp, cache, executor, reporter
+                )
+                table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
+                write_json_atomic(outputs[k].with_suffix(".json"), stats)
+                with atomic_path(outputs[k]) as tmp:
+                    pq.write_table(table, tmp, compression="zstd")
     reporter.finish("ner")
     reporter.finish("episodes")
     return outputs
@@ -409,7 +532,7 @@ def build_corpus(
     seconds["related"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    episode_files = run_episode_stage(config, store, retriever, work, cache_dir, tokenizer, reporter)
+    episode_files = run_episode_stage(config, store, retriever, work, cache_dir, reporter)
     episode_stats = [json.loads(f.with_suffix(".json").read_text()) for f in episode_files]
     rejections: collections.Counter = collections.Counter()
     for s in episode_stats:

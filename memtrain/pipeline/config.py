@@ -59,7 +59,12 @@ class CorpusConfig:
     )
     ner_batch_size: int = field(default=256, metadata={"help": "spaCy nlp.pipe batch size."})
     ner_processes: int = field(default=1, metadata={"help": "spaCy nlp.pipe n_process."})
-    workers: int = field(default=0, metadata={"help": "Processes for the per-shard stages (0 = all cores)."})
+    workers: int = field(
+        default=0,
+        metadata={
+            "help": "Worker processes that read and clean pages and mask episodes beside NER (0 = all cores)."
+        },
+    )
     streams_per_shard: int = field(
         default=100, metadata={"help": "Multistream dumps: bz2 streams (100 pages each) per read shard."}
     )
@@ -102,5 +107,6 @@ PRESETS: dict[str, dict] = {
         "max_tokens": 4000,
         "chunk_size": 512,
         "episodes_per_shard": 8,
+        "workers": 1,  # 16 episodes from one file: starting worker processes would cost more than it saves
     },
 }

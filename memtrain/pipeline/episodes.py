@@ -20,6 +20,7 @@ Rules (documented in the README and the dataset card):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,13 +53,23 @@ class Rejection:
 class PassageStore:
     """Column view of all passages: ids, document strings and token counts, by global index."""
 
-    ids: list[str]
-    strings: list[str]
+    ids: Sequence[str] | Mapping[int, str]
+    strings: Sequence[str] | Mapping[int, str]
     num_tokens: np.ndarray
     separator_tokens: int = 1
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def subset(self, indices: list[int]) -> PassageStore:
+        """Only these passages, still addressed by global index: what `mask_episode` needs, small enough
+        to send to a worker process. (Planning needs the whole store.)"""
+        return PassageStore(
+            ids={i: self.ids[i] for i in indices},
+            strings={i: self.strings[i] for i in indices},
+            num_tokens=self.num_tokens[indices],
+            separator_tokens=self.separator_tokens,
+        )
 
 
 def episode_rng(seed: int, index: int, attempt: int) -> np.random.Generator:
@@ -150,21 +161,22 @@ def candidate_entities(pivot_string: str, entities: list[dict], labels: set[str]
     return list(seen.items())
 
 
-def assemble_episode(
-    plan: Plan,
-    store: PassageStore,
-    entities: dict[int, list[dict]],
-    labels: set[str],
-    min_occurrences: int,
+def mask_episode(
+    plan: Plan, store: PassageStore, pivot_entities: list[dict], labels: set[str], min_occurrences: int
 ) -> dict | Rejection:
-    """Mask one pivot entity across the document; returns the episode fields that need no tokenizer."""
+    """Choose the answer among the pivot's entities and mask it across the document.
+
+    Needs the entities of the pivot only; `entity_spans` adds the other passages' entities afterwards.
+    The episode keeps `mask_spans`, per passage the (start, end) of each masked occurrence in the original
+    passage string, for `entity_spans`.
+    """
     rng = np.random.default_rng([plan.seed, plan.index, plan.attempt, 1])  # its own stream: the entity choice
     strings = [store.strings[i] for i in plan.passages]
     document = SEPARATOR.join(strings)
     pivot_pos = plan.roles.index("pivot")
     admissible = []
     lowered = document.lower()
-    for surface, label in candidate_entities(strings[pivot_pos], entities[plan.pivot], labels):
+    for surface, label in candidate_entities(strings[pivot_pos], pivot_entities, labels):
         if document.count(surface) < min_occurrences:  # a cheap upper bound of the whole-word count
             continue
         pattern = whole_word(surface)
@@ -177,28 +189,11 @@ def assemble_episode(
     answer, label, count = admissible[int(rng.integers(len(admissible)))]
     pattern = whole_word(answer)
 
-    texts, starts, spans = [], [], []
+    texts, starts, mask_spans = [], [], []
     offset = 0
-    for pos, (global_index, string) in enumerate(zip(plan.passages, strings, strict=True)):
-        masks = [m.span() for m in pattern.finditer(string)]
+    for string in strings:
+        mask_spans.append([m.span() for m in pattern.finditer(string)])
         masked = pattern.sub(MASK, string)
-        for ent in entities[global_index]:
-            s, e = ent["start"], ent["end"]
-            if any(ms < e and s < me for ms, me in masks):
-                continue  # the entity overlaps the answer: it is (partly) a [MASK] now
-            shift = sum(len(MASK) - (me - ms) for ms, me in masks if me <= s)
-            surface = string[s:e]
-            if not surface.strip():
-                continue
-            spans.append(
-                {
-                    "start": offset + s + shift,
-                    "end": offset + e + shift,
-                    "label": ent["label"],
-                    "text": surface,
-                    "passage": pos,
-                }
-            )
         starts.append(offset)
         texts.append(masked)
         offset += len(masked) + len(SEPARATOR)
@@ -213,5 +208,28 @@ def assemble_episode(
         "answer": answer,
         "answer_label": label,
         "num_masks": text.count(MASK),
-        "entities": spans,
+        "mask_spans": mask_spans,
     }
+
+
+def entity_spans(episode: dict, strings: list[str], entities: list[list[dict]]) -> list[dict]:
+    """Every recognised entity of every passage, as a span of the masked document (for the recall task).
+
+    `strings` and `entities` are the original passages and their entities, in document order. Entities that
+    overlap a masked occurrence are left out: they are (partly) a [MASK] now.
+    """
+    spans = []
+    for pos, (string, ents, masks, offset) in enumerate(
+        zip(strings, entities, episode["mask_spans"], episode["passage_starts"], strict=True)
+    ):
+        for ent in ents:
+            s, e = ent["start"], ent["end"]
+            if any(ms < e and s < me for ms, me in masks):
+                continue
+            surface = string[s:e]
+            if not surface.strip():
+                continue
+            shift = sum(len(MASK) - (me - ms) for ms, me in masks if me <= s)
+            start, end = offset + s + shift, offset + e + shift
+            spans.append({"start": start, "end": end, "label": ent["label"], "text": surface, "passage": pos})
+    return spans

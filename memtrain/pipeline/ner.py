@@ -43,13 +43,19 @@ def text_sha1(text: str) -> str:
 
 
 class NerCache:
-    """Entities per passage, in Parquet parts under `folder` (one part per NER round, written atomically)."""
+    """Entities per passage, in Parquet parts under `folder`.
 
-    def __init__(self, folder: Path, model_name: str) -> None:
+    New results are usable at once (`put`) and written as a new part, atomically, every `flush_every`
+    passages and on `flush()`: an interrupted run keeps all but its last unflushed results.
+    """
+
+    def __init__(self, folder: Path, model_name: str, flush_every: int = 10000) -> None:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
         self.folder = folder / f"ner-{safe}"
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.flush_every = flush_every
         self.entities: dict[str, tuple[str, list[dict]]] = {}
+        self.unsaved: list[str] = []
         for part in sorted(self.folder.glob("part-*.parquet")):
             table = pq.read_table(part)
             for pid, sha, ents in zip(*(table[c].to_pylist() for c in CACHE_SCHEMA.names), strict=True):
@@ -62,22 +68,28 @@ class NerCache:
     def missing(self, items: dict[str, str]) -> dict[str, str]:
         return {pid: text for pid, text in items.items() if self.get(pid, text) is None}
 
-    def add(self, results: dict[str, tuple[str, list[dict]]]) -> None:
-        if not results:
+    def put(self, passage_id: str, text: str, entities: list[dict]) -> None:
+        self.entities[passage_id] = (text_sha1(text), entities)
+        self.unsaved.append(passage_id)
+        if len(self.unsaved) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.unsaved:
             return
-        self.entities.update(results)
-        ids = sorted(results)
+        ids = sorted(set(self.unsaved))
         table = pa.table(
             {
                 "passage_id": ids,
-                "text_sha1": [results[i][0] for i in ids],
-                "entities": [results[i][1] for i in ids],
+                "text_sha1": [self.entities[i][0] for i in ids],
+                "entities": [self.entities[i][1] for i in ids],
             },
             schema=CACHE_SCHEMA,
         )
         number = len(list(self.folder.glob("part-*.parquet")))
         with atomic_path(self.folder / f"part-{number:06d}.parquet") as tmp:
             pq.write_table(table, tmp, compression="zstd")
+        self.unsaved = []
 
 
 def run_ner(
@@ -87,25 +99,20 @@ def run_ner(
     batch_size: int,
     n_process: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
-    save_every: int = 20000,
 ) -> int:
-    """Recognise entities in the passages not cached yet; returns the number of words processed.
+    """Recognise the passages not cached yet, in the order of `items`; returns the number of words processed.
 
-    Results are saved to the cache every `save_every` passages, so an interrupted run keeps its work.
+    Each result is in the cache as soon as its passage is done; `on_progress(done, total)` follows every one.
     """
     todo = cache.missing(items)
     words = 0
-    ids = list(todo)
-    for start in range(0, len(ids), save_every):
-        part = ids[start : start + save_every]
-        texts = [todo[pid] for pid in part]
-        docs = nlp.pipe(texts, batch_size=batch_size, n_process=n_process)
-        results = {}
-        for pid, text, doc in zip(part, texts, docs, strict=True):
-            ents = [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents]
-            results[pid] = (text_sha1(text), ents)
-            words += len(text.split())
-            if on_progress:
-                on_progress(1, len(ids))
-        cache.add(results)
+    docs = nlp.pipe(todo.values(), batch_size=batch_size, n_process=n_process)
+    for done, (pid, text, doc) in enumerate(zip(todo, todo.values(), docs, strict=True), 1):
+        cache.put(
+            pid, text, [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents]
+        )
+        words += len(text.split())
+        if on_progress:
+            on_progress(done, len(todo))
+    cache.flush()
     return words
