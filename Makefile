@@ -11,6 +11,11 @@ $(BIN)/memtrain: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,tensorboard]"
 	touch $(BIN)/memtrain
 
+# The tests also run build-corpus on a local Ray cluster (the `ray` extra).
+$(VENV)/.with-ray: $(BIN)/memtrain
+	$(BIN)/python -m pip install --quiet -e ".[ray]"
+	touch $@
+
 .PHONY: install demo test lint bench
 install: $(BIN)/memtrain
 
@@ -22,7 +27,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint $(VENV)/.with-ray
 	$(BIN)/pytest -q
 
 bench: install

@@ -21,12 +21,11 @@ import datetime
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from . import read
 from .clean import clean_page
 from .config import CorpusConfig
 from .episodes import PassageStore, Plan, Rejection, draw_pivot, entity_spans, mask_episode, plan_episode
+from .executors import InlineExecutor, make_executor, resolve_workers
 from .ner import NerCache, load_ner, run_ner
 from .passages import passage_text, split_article
 from .progress import Reporter
@@ -191,21 +191,19 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
         if i not in todo:
             reporter.advance("read", json.loads(out.with_suffix(".json").read_text())["pages"])
 
-    workers = config.workers or os.cpu_count() or 1
+    workers = resolve_workers(config.workers)
     args = (config.passage_words, config.tokenizer)
-    if workers <= 1 or len(todo) <= 1:
-        pool = spawn_pool(workers) if workers > 1 and todo else None
-        try:
+    if len(todo) <= 1 and config.executor == "local":
+        # one shard (a single dump file): read it here and have the workers clean its pages
+        with make_executor("local", workers if todo else 1) as pool:
             for i in todo:
                 on_page = functools.partial(reporter.advance, "read")
-                stats = process_shard(shards[i], *args, str(outputs[i]), on_page, pool)
+                clean_pool = None if isinstance(pool, InlineExecutor) else pool
+                stats = process_shard(shards[i], *args, str(outputs[i]), on_page, clean_pool)
                 write_json_atomic(outputs[i].with_suffix(".json"), stats)
                 reporter.advance("read", stats["pages"] % 100)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
     else:
-        with spawn_pool(min(workers, len(todo))) as pool:
+        with make_executor(config.executor, min(workers, len(todo))) as pool:
             futures = {pool.submit(process_shard, shards[i], *args, str(outputs[i])): i for i in todo}
             for future in as_completed(futures):
                 stats = future.result()
@@ -213,13 +211,6 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
                 reporter.advance("read", stats["pages"])
     reporter.finish("read")
     return outputs
-
-
-def spawn_pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExecutor:
-    # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy in a bad state
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs
-    )
 
 
 def load_store(files: list[Path], tokenizer) -> PassageStore:
@@ -261,18 +252,6 @@ def run_related_stage(config, store: PassageStore, work: Path, reporter: Reporte
 
 
 ASSEMBLY_BATCH = 16  # episodes per assembly task (and per tokenizer call)
-
-
-class InlineExecutor(Executor):
-    """Runs each task at once in this process: the `workers=1` stand-in for a process pool."""
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
 
 
 def mask_batch(
@@ -398,13 +377,10 @@ def start_assembly_worker(tokenizer_name: str) -> None:
 
 
 def assembly_executor(config) -> Executor:
-    workers = config.workers or os.cpu_count() or 1
-    if workers <= 1:
-        return InlineExecutor()
-    pool = spawn_pool(workers, start_assembly_worker, (config.tokenizer,))
-    for _ in range(workers):  # start the workers now: their imports overlap with loading spaCy and NER
-        pool.submit(int)
-    return pool
+    if config.executor == "local":
+        workers = resolve_workers(config.workers)
+        return make_executor("local", workers, start_assembly_worker, (config.tokenizer,))
+    return make_executor(config.executor, 0)
 
 
 def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, reporter) -> list[Path]:

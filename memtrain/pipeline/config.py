@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .executors import EXECUTORS
 
 DEFAULT_NER_LABELS = [
     "PERSON", "ORG", "GPE", "LOC", "DATE", "NORP", "EVENT", "WORK_OF_ART", "FAC", "PRODUCT", "CARDINAL",
@@ -65,6 +66,13 @@ class CorpusConfig:
             "help": "Worker processes that read and clean pages and mask episodes beside NER (0 = all cores)."
         },
     )
+    executor: str = field(
+        default="local",
+        metadata={
+            "help": "Where parallel work runs: 'local' (process pools on this machine) or 'ray' (Ray tasks "
+            "on the cluster RAY_ADDRESS names; source and OUT on storage every node sees)."
+        },
+    )
     streams_per_shard: int = field(
         default=100, metadata={"help": "Multistream dumps: bz2 streams (100 pages each) per read shard."}
     )
@@ -87,13 +95,17 @@ class CorpusConfig:
             raise ConfigError(f"min_tokens ({self.min_tokens}) is larger than max_tokens ({self.max_tokens})")
         if not self.ner_labels:
             raise ConfigError("ner_labels is empty: no entity could ever be masked")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor {self.executor!r} is unknown; available: {', '.join(EXECUTORS)}")
         if self.retriever != "bm25":
             raise ConfigError(f"retriever {self.retriever!r} is unknown; available: bm25")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"name {self.name!r} must be a plain folder name")
 
     # Fields that change how the build runs, not what it produces: they do not make a new version.
-    RUNTIME_FIELDS = ("workers", "ner_batch_size", "ner_processes", "episodes_per_shard", "streams_per_shard")
+    RUNTIME_FIELDS = (
+        "workers", "executor", "ner_batch_size", "ner_processes", "episodes_per_shard", "streams_per_shard",
+    )  # fmt: skip
 
 
 PRESETS: dict[str, dict] = {

@@ -1,0 +1,73 @@
+"""Where build-corpus runs its parallel tasks: this process, a local process pool, or a Ray cluster.
+
+All three are `concurrent.futures.Executor`s, so the stages submit work the same way whatever runs it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+
+from ..errors import ConfigError
+
+EXECUTORS = ("local", "ray")
+
+
+class InlineExecutor(Executor):
+    """Runs each task at once in this process: the one-worker stand-in for a pool."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+class RayExecutor(Executor):
+    """Each task is a Ray task, so a build uses a cluster's CPUs rather than this machine's.
+
+    `ray.init()` joins the cluster that `RAY_ADDRESS` names, or starts a local one. Tasks read the source
+    and write their outputs by path: on a cluster, the source and OUT must be on storage every node sees.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("executor 'ray' needs Ray: pip install 'memtrain[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(log_to_driver=False)
+        self._task = ray.remote(_call)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self._task.options(name=getattr(fn, "__name__", "task")).remote(fn, *args, **kwargs).future()
+
+
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def make_executor(kind: str, workers: int, initializer=None, initargs=()) -> Executor:
+    """`ray`: Ray tasks. `local`: `workers` spawned processes, each set up by `initializer(*initargs)`, or
+    this process when `workers` is 1 (no set-up: it is not a worker)."""
+    if kind == "ray":
+        return RayExecutor()
+    if kind != "local":
+        raise ConfigError(f"executor {kind!r} is unknown; available: {', '.join(EXECUTORS)}")
+    if workers <= 1:
+        return InlineExecutor()
+    # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy in a bad state
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs
+    )
+    for _ in range(workers):  # start the workers now, so their imports overlap with the caller's work
+        pool.submit(int)
+    return pool
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means every core of this machine."""
+    return workers or os.cpu_count() or 1
