@@ -17,6 +17,7 @@ produces byte-identical episodes.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -182,6 +183,11 @@ def process_shard(
     return {**counts, "dropped": dict(dropped), "seconds": time.perf_counter() - start, "shard": shard.key}
 
 
+def absolute(shard: read.SourceShard) -> read.SourceShard:
+    path = Path(shard.path)
+    return dataclasses.replace(shard, path=str(path.resolve())) if path.exists() else shard
+
+
 def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     outputs = [folder / f"shard-{i:05d}.parquet" for i in range(len(shards))]
@@ -193,9 +199,9 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
 
     workers = resolve_workers(config.workers)
     args = (config.passage_words, config.tokenizer)
-    if len(todo) <= 1 and config.executor == "local":
-        # one shard (a single dump file): read it here and have the workers clean its pages
-        with make_executor("local", workers if todo else 1) as pool:
+    if config.executor == "local" and (workers <= 1 or len(todo) <= 1):
+        # shard after shard in this process; a lone shard (one dump file) has its pages cleaned by the workers
+        with make_executor("local", workers if len(todo) == 1 else 1) as pool:
             for i in todo:
                 on_page = functools.partial(reporter.advance, "read")
                 clean_pool = None if isinstance(pool, InlineExecutor) else pool
@@ -204,7 +210,11 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
                 reporter.advance("read", stats["pages"] % 100)
     else:
         with make_executor(config.executor, min(workers, len(todo))) as pool:
-            futures = {pool.submit(process_shard, shards[i], *args, str(outputs[i])): i for i in todo}
+            # absolute paths: Ray workers may run in another directory, or on another node
+            futures = {
+                pool.submit(process_shard, absolute(shards[i]), *args, str(outputs[i].resolve())): i
+                for i in todo
+            }
             for future in as_completed(futures):
                 stats = future.result()
                 write_json_atomic(outputs[futures[future]].with_suffix(".json"), stats)
@@ -401,6 +411,7 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
                 rows, stats = build_episode_shard(
                     config, ranges[k], store, retriever, nlp, cache, executor, reporter
                 )
+                cache.flush()
                 table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
                 write_json_atomic(outputs[k].with_suffix(".json"), stats)
                 with atomic_path(outputs[k]) as tmp:

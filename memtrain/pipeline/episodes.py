@@ -62,12 +62,13 @@ class PassageStore:
         return len(self.ids)
 
     def subset(self, indices: list[int]) -> PassageStore:
-        """Only these passages, still addressed by global index: what `mask_episode` needs, small enough
-        to send to a worker process. (Planning needs the whole store.)"""
+        """Ids and strings of only these passages, still addressed by global index: what `mask_episode`
+        needs, small enough to send to a worker process. Token counts are left out: planning needs the
+        whole store."""
         return PassageStore(
             ids={i: self.ids[i] for i in indices},
             strings={i: self.strings[i] for i in indices},
-            num_tokens=self.num_tokens[indices],
+            num_tokens=np.zeros(0, dtype=np.int64),
             separator_tokens=self.separator_tokens,
         )
 

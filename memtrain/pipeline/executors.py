@@ -21,7 +21,7 @@ class InlineExecutor(Executor):
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
+        except Exception as exc:  # not BaseException: Ctrl-C must stop the caller at once
             future.set_exception(exc)
         return future
 
@@ -38,12 +38,31 @@ class RayExecutor(Executor):
             import ray
         except ImportError:
             raise ConfigError("executor 'ray' needs Ray: pip install 'memtrain[ray]'") from None
-        if not ray.is_initialized():
+        self._ray = ray
+        self._started_ray = not ray.is_initialized()
+        if self._started_ray:
             ray.init(log_to_driver=False)
         self._task = ray.remote(_call)
+        self._refs: list = []
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        return self._task.options(name=getattr(fn, "__name__", "task")).remote(fn, *args, **kwargs).future()
+        ref = self._task.options(name=getattr(fn, "__name__", "task")).remote(fn, *args, **kwargs)
+        self._refs.append(ref)
+        return ref.future()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures or not wait:
+            for ref in self._refs:
+                self._ray.cancel(ref)
+        elif self._refs:
+            self._ray.wait(self._refs, num_returns=len(self._refs))
+        self._refs = []
+        if self._started_ray:  # a cluster this executor started ends with it
+            self._ray.shutdown()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown(wait=exc_type is None, cancel_futures=exc_type is not None)
+        return False
 
 
 def _call(fn, *args, **kwargs):

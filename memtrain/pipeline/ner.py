@@ -102,7 +102,8 @@ def run_ner(
 ) -> int:
     """Recognise the passages not cached yet, in the order of `items`; returns the number of words processed.
 
-    Each result is in the cache as soon as its passage is done; `on_progress(done, total)` follows every one.
+    Each result is in the cache as soon as its passage is done (on disk at the cache's next flush);
+    `on_progress(done, total)` follows every one.
     """
     todo = cache.missing(items)
     words = 0
@@ -114,5 +115,4 @@ def run_ner(
         words += len(text.split())
         if on_progress:
             on_progress(done, len(todo))
-    cache.flush()
     return words
