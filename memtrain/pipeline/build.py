@@ -386,13 +386,6 @@ def start_assembly_worker(tokenizer_name: str) -> None:
     load_tokenizer(tokenizer_name)
 
 
-def assembly_executor(config) -> Executor:
-    if config.executor == "local":
-        workers = resolve_workers(config.workers)
-        return make_executor("local", workers, start_assembly_worker, (config.tokenizer,))
-    return make_executor(config.executor, 0)
-
-
 def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, reporter) -> list[Path]:
     folder = work / "episodes"
     folder.mkdir(parents=True, exist_ok=True)
@@ -406,7 +399,8 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
     if todo:
         nlp = load_ner(config.ner_model)
         cache = NerCache(cache_dir, config.ner_model)
-        with assembly_executor(config) as executor:
+        workers = resolve_workers(config.workers)
+        with make_executor(config.executor, workers, start_assembly_worker, (config.tokenizer,)) as executor:
             for k in todo:
                 rows, stats = build_episode_shard(
                     config, ranges[k], store, retriever, nlp, cache, executor, reporter

@@ -70,8 +70,9 @@ def _call(fn, *args, **kwargs):
 
 
 def make_executor(kind: str, workers: int, initializer=None, initargs=()) -> Executor:
-    """`ray`: Ray tasks. `local`: `workers` spawned processes, each set up by `initializer(*initargs)`, or
-    this process when `workers` is 1 (no set-up: it is not a worker)."""
+    """`local`: `workers` spawned processes, each set up by `initializer(*initargs)`, or this process when
+    `workers` is 1 (no set-up: it is not a worker). `ray`: Ray tasks; `workers` and the set-up, which tunes
+    local processes, do not apply (Ray sizes its pool to the cluster)."""
     if kind == "ray":
         return RayExecutor()
     if kind != "local":
