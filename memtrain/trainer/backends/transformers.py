@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.generation import utils as generation_utils
 
 from ..types import Generation
@@ -94,25 +94,36 @@ class TransformersBackend:
                 results[i] = generation
         return results  # type: ignore[return-value]
 
-    def _shared_prefill(self, prompts: list[Sequence[int]], width: int) -> dict[str, Any]:
-        """Prefill each distinct prompt once and copy its KV cache to every row that repeats it.
+    def _new_cache(self, length: int) -> StaticCache:
+        """A preallocated KV cache of `length` positions per row.
+
+        A dynamic cache concatenates its whole content at every decoding step: a CPU batch of 64 recall
+        samples spent most of its time copying (64 rows of 700 prompt tokens, 64 new tokens each, 2 cores:
+        61 tok/s with this cache, 31 with a dynamic one; a single prompt: 9.3 vs 9.0).
+        """
+        return StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
+
+    def _shared_prefill(self, prompts: list[Sequence[int]], width: int, cache: StaticCache) -> None:
+        """Prefill each distinct prompt once (all but its last token) and copy its keys and values into
+        `cache` for every row that repeats it.
 
         A rollout sends many identical prompts in one call (the G1 first turns of an episode, the G2 samples
-        of a recall prompt); prefill dominates CPU time, so sharing it is the batch's biggest saving. Returns
-        the ``generate`` keyword holding the cache (empty when every prompt is distinct).
+        of a recall prompt); prefill dominates CPU time, so sharing it is the batch's biggest saving. Leaves
+        `cache` empty when every prompt is distinct; ``generate`` then prefills everything itself.
         """
         distinct: dict[tuple[int, ...], int] = {}
         rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
         if len(distinct) == len(prompts) or width < 2:
-            return {}
+            return
         ids, mask = self._left_pad(list(distinct), width)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         output = self.model(
             input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
         )
-        cache = output[_CACHE_KWARG] if _CACHE_KWARG in output else output["past_key_values"]
-        cache.batch_select_indices(torch.tensor(rows, device=ids.device))
-        return {_CACHE_KWARG: cache}
+        prefilled = output[_CACHE_KWARG] if _CACHE_KWARG in output else output["past_key_values"]
+        index = torch.tensor(rows, device=ids.device)
+        for layer_idx, layer in enumerate(prefilled.layers):
+            cache.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), layer_idx)
 
     def _left_pad(self, prompts: list[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.model.device
@@ -141,6 +152,9 @@ class TransformersBackend:
         with rng, torch.no_grad():
             if seed is not None:
                 torch.manual_seed(seed)
+            cache = self._new_cache(width + params.max_new_tokens)
+            if self.share_prefill:
+                self._shared_prefill(prompts, width, cache)
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -149,7 +163,8 @@ class TransformersBackend:
                 eos_token_id=self.eos_ids,
                 logits_processor=LogitsProcessorList([recorder]),
                 use_cache=True,
-                **self._shared_prefill(prompts, width) if self.share_prefill else {},
+                disable_compile=True,  # shapes change every call: compiling would recompile each time
+                **{_CACHE_KWARG: cache},
                 **sampling,
             )
         if was_training:
