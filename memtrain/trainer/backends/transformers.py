@@ -118,7 +118,11 @@ class TransformersBackend:
         ids, mask = self._left_pad(list(distinct), width)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         output = self.model(
-            input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,  # only the cache is wanted; logits at every position cost GBs and LM-head time
         )
         prefilled = output[_CACHE_KWARG] if _CACHE_KWARG in output else output["past_key_values"]
         index = torch.tensor(rows, device=ids.device)
