@@ -337,7 +337,7 @@ def rollout_cmd(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .config import load_config, parse_overrides
-    from .trainer.agent import PRESETS, SAMPLING, AgentConfig
+    from .trainer.agent import PRESETS, SAMPLING, AgentConfig, report_calls
 
     if preset not in PRESETS or sampling not in SAMPLING:
         raise MemtrainError(
@@ -350,23 +350,11 @@ def rollout_cmd(
     cfg = load_config(AgentConfig, config, overrides, base={**PRESETS[preset], **SAMPLING[sampling]})
     from .rollout import rollout_corpus
 
-    generated = 0
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:
         task = bar.add_task("loading the model …")
-        started = None
-
-        def on_call(stats) -> None:
-            nonlocal generated, started
-            import time
-
-            started = started or time.perf_counter() - stats.seconds
-            generated += stats.completion_tokens
-            rate = generated / max(time.perf_counter() - started, 1e-9)
-            bar.update(
-                task, description=f"{stats.phase} {stats.step}: {stats.prompts} prompts · {rate:.1f} tok/s"
-            )
+        on_call = report_calls(lambda line: bar.update(task, description=line))
 
         report, _ = rollout_corpus(
             corpus_dir,

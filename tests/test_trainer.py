@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import re
+
 import pytest
 import torch
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
 
+from memtrain.cli import app
+from memtrain.config import to_dict
 from memtrain.trainer import grpo
 from memtrain.trainer.config import TrainConfig
 from memtrain.trainer.train import build_trainer, check_config, train
@@ -84,8 +92,20 @@ def test_two_steps_change_the_parameters_save_a_reloadable_checkpoint_and_resume
     from transformers import AutoModelForCausalLM
 
     config = tiny_config(tiny_model, tiny_corpus, tmp_path / "run", group_size=2, episodes_per_step=1)
-    result = train(config, reward_fn=low_token_share)
+    terminal = io.StringIO()
+    result = train(
+        config, reward_fn=low_token_share, console=Console(file=terminal, force_terminal=True, width=200)
+    )
     assert result.steps == 2
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue())  # the live status line, then the table
+    assert "step 1/2 · rollouts round 1, 2 trajectories: turn 0: 2 prompts" in shown
+    assert re.search(r"step 2/2 · policy update on \d+ rows", shown)
+    assert [
+        line.split()[0] for line in re.split(r"[\r\n]", shown) if re.match(r"\s+\d+\s+[\d.]+ ", line)
+    ] == [
+        "1",
+        "2",
+    ]
     logged = [h for h in result.log_history if "reward" in h]
     assert len(logged) == 2 and all(
         h["rows"] > 0 and "kl" in h and "clip_ratio/region_mean" in h for h in logged
@@ -152,3 +172,22 @@ def test_the_loss_is_the_papers_token_mean_then_row_mean_with_clipping_and_k3_kl
     per_row = (per_token * completion_mask).sum(1)[real] / completion_mask.sum(1)[real]
     assert real.sum() == 3
     assert loss.item() == pytest.approx(per_row.mean().item(), rel=1e-4, abs=1e-6)
+
+
+def test_memtrain_train_prints_one_line_per_step_and_the_held_out_table(tiny_model, tiny_corpus, tmp_path):
+    config = tiny_config(
+        tiny_model, tiny_corpus, tmp_path / "cli", max_steps=1, eval_episodes=1, eval_samples=2
+    )
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config)))
+
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file)], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "R_E" in line)
+    assert header.split()[:4] == ["step", "R_E", "EM", "recall"] and header.split()[-1] == "loss"
+    step_line = lines[lines.index(header) + 1]  # a log file gets whole lines, however wide the table
+    assert step_line.split()[0] == "1" and len(step_line.split()) == len(header.split()) - 2  # "drop E2E/rec"
+    assert any(line.lstrip("│ ").startswith("step 0") for line in lines)  # held-out E2E reward, EM, recall
+    assert "✓ model and checkpoints" in result.stdout and (tmp_path / "cli" / "model.safetensors").is_file()

@@ -142,6 +142,23 @@ class CallStats:
     seconds: float
 
 
+def report_calls(report: Callable[[str], None] | None, label: str = "") -> Callable[[CallStats], None] | None:
+    """An `on_call` for :func:`rollout` that passes `report` a line such as "turn 2: 16 prompts · 85 tok/s"
+    (after `label`) after every backend call; tokens/s counts generated tokens over the calls so far."""
+    if report is None:
+        return None
+    generated, seconds = 0, 0.0
+
+    def on_call(stats: CallStats) -> None:
+        nonlocal generated, seconds
+        generated += stats.completion_tokens
+        seconds += stats.seconds
+        rate = generated / max(seconds, 1e-9)
+        report(f"{label}{stats.phase} {stats.step}: {stats.prompts} prompts · {rate:.1f} tok/s")
+
+    return on_call
+
+
 def prepare_episode(episode: Mapping[str, Any], tokenizer: Any, config: AgentConfig) -> PreparedEpisode:
     """Chunk an episode record (corpus schema, or any mapping with ``text`` and ``answer``/``answers``)."""
     episode_id = str(episode.get("episode_id", episode.get("index", "?")))

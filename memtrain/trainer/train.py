@@ -29,7 +29,7 @@ from ..errors import ConfigError, MemtrainError
 from ..io import write_json_atomic
 from ..pipeline.schema import EPISODE_SCHEMA
 from . import models
-from .agent import rollout
+from .agent import report_calls, rollout
 from .config import TrainConfig
 from .trainer import CONFIG_FILE, EpisodeReserve, MemTrainer, agent_config
 from .types import Trajectory
@@ -224,12 +224,36 @@ CONSOLE_COLUMNS = [
 ]
 
 
-class RichLogCallback(TrainerCallback):
-    """One console line per logged step with MemTrain's figures (TRL's dict printer is removed)."""
+class ConsoleProgress(TrainerCallback):
+    """What `memtrain train` shows: a live status line while a step samples and updates (a CPU step takes
+    minutes), and one table line per logged step with MemTrain's figures (TRL's printer and bar are removed).
+
+    `status(text)` is also what `MemTrainer` and `evaluate` call to say what they are doing. Only the main
+    process draws; on a console that is not a terminal (a log file) only the table lines are written.
+    """
 
     def __init__(self, console: Console):
         self.console = console
         self.printed_header = False
+        self._live: Any = None
+        self._step = "before training"
+
+    def status(self, text: str) -> None:
+        if self._live is None:
+            self._live = self.console.status("")
+            self._live.start()
+        self._live.update(f"{self._step} · {text}")
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step = f"step {state.global_step + 1}/{state.max_steps}"
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._step = "after training"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "reward" not in logs:
@@ -241,13 +265,14 @@ class RichLogCallback(TrainerCallback):
                     for i, c in enumerate([None, *CONSOLE_COLUMNS], -1)
                 ),
                 style="bold",
+                soft_wrap=True,  # one line per step in a log file too, however wide the table
             )
             self.printed_header = True
         cells = [f"{state.global_step:>6}"]
         for key, _, fmt in CONSOLE_COLUMNS:
             value = logs.get(key)
             cells.append(f"{fmt.format(value) if isinstance(value, int | float) else '-':>9}")
-        self.console.print("  ".join(cells), highlight=False)
+        self.console.print("  ".join(cells), highlight=False, soft_wrap=True)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
@@ -261,7 +286,7 @@ class EvalResult:
     trajectories: int
 
 
-def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0) -> EvalResult:
+def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0, label: str = "held-out") -> EvalResult:
     """Held-out E2E reward, EM and recall EM of the current policy, with evaluation sampling (§8)."""
     import torch
 
@@ -269,7 +294,11 @@ def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0) -> EvalRe
     rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
     mine = episodes[rank::world]
     with trainer.generation_backend() as backend:  # every process enters: generation may be collective
-        trajectories: list[Trajectory] = rollout(mine, backend, config, seed=seed) if mine else []
+        label = f"{label} evaluation, {len(episodes) * config.group_size} trajectories: "
+        on_call = report_calls(trainer.status, label)
+        trajectories: list[Trajectory] = (
+            rollout(mine, backend, config, seed=seed, on_call=on_call) if mine else []
+        )
     recall = [r for t in trajectories if t.recall is not None for r in t.recall.rewards]
     local = [sum(t.reward for t in trajectories), sum(t.em for t in trajectories), len(trajectories)]
     local += [sum(recall), len(recall)]
@@ -324,7 +353,10 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if console is not None:
-        trainer.add_callback(RichLogCallback(console))
+        progress = ConsoleProgress(console)
+        trainer.add_callback(progress)
+        if args.process_index == 0:
+            trainer.status = progress.status
     return trainer
 
 
@@ -351,13 +383,18 @@ def train(
 
     trainer = build_trainer(config, corpus, console, reward_fn=reward_fn)
     write_json_atomic(output_dir / CONFIG_FILE, {**to_dict(config), "corpus_path": str(corpus.path)})
-    before = evaluate(trainer, held_out, seed=config.seed) if held_out and not resume else None
-    start = time.perf_counter()
-    start_step = int(Path(last).name.rsplit("-", 1)[-1]) if resume else 0
-    trainer.train(resume_from_checkpoint=last if resume else None)
-    seconds = time.perf_counter() - start
-    trainer.save_model(str(output_dir))
-    after = evaluate(trainer, held_out, seed=config.seed) if held_out else None
+    try:
+        before = evaluate(trainer, held_out, config.seed, "step 0") if held_out and not resume else None
+        start = time.perf_counter()
+        start_step = int(Path(last).name.rsplit("-", 1)[-1]) if resume else 0
+        trainer.train(resume_from_checkpoint=last if resume else None)
+        seconds = time.perf_counter() - start
+        trainer.save_model(str(output_dir))
+        after = evaluate(trainer, held_out, config.seed, "final") if held_out else None
+    finally:
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ConsoleProgress):
+                callback.stop()
     steps = trainer.state.global_step
     return TrainResult(
         output_dir=output_dir,

@@ -37,7 +37,7 @@ from ..config import to_dict
 from ..errors import MemtrainError
 from ..io import write_json_atomic
 from . import grpo
-from .agent import AgentConfig, rollout
+from .agent import AgentConfig, report_calls, rollout
 from .backends import SamplingParams
 from .backends.transformers import TransformersBackend
 from .backends.vllm import VLLMBackend
@@ -193,6 +193,8 @@ class MemTrainer(GRPOTrainer):
         )
         self.pad_token_id = self._tokenizer.pad_token_id
         self._vllm_backend = None
+        # Told what the trainer is doing, for a live console line ("rollouts round 1, …: turn 2: …").
+        self.status: Callable[[str], None] | None = None
 
     # --- rollouts -------------------------------------------------------------------------------------------
 
@@ -265,8 +267,16 @@ class MemTrainer(GRPOTrainer):
         return batch
 
     def _rollout(self, episodes: list[dict], round_: int, batch: SampledBatch) -> list[Trajectory]:
+        trajectories = len(episodes) * self.agent_config.group_size
+        label = f"rollouts round {round_ + 1}, {trajectories} trajectories: "
+        report = report_calls(self.status, label)
+        if self.status is not None:
+            self.status(label + "first turn …")
+
         def count(call):
             batch.rollout_tokens += call.prompt_tokens + call.completion_tokens
+            if report is not None:
+                report(call)
 
         start = time.perf_counter()
         with self.generation_backend() as backend:
@@ -290,6 +300,8 @@ class MemTrainer(GRPOTrainer):
         episodes = inputs[:: self.num_generations]
         batch = self.sample_batch(episodes)
         rows = grpo.pad_rows(batch.rows, self.args.steps_per_generation, self.pad_token_id)
+        if self.status is not None:
+            self.status(f"policy update on {grpo.real_rows(rows)} rows")
         output = self._rows_to_inputs(rows)
         self._log_batch(batch, rows)
         return output
