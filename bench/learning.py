@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--corpora", default="corpora")
     parser.add_argument("-o", "--override", action="append", default=[])
     args = parser.parse_args()
-    console = Console()
+    console = Console(soft_wrap=True)
 
     corpus = Path(args.corpora) / "enwiki"
     if not corpus.exists():
@@ -70,6 +70,21 @@ def main() -> None:
         f"  seconds per step {result.seconds_per_step:.1f} (rollout {mean(steps, 'rollout/seconds'):.1f}), "
         f"rollout tokens/s {mean(steps, 'rollout/tokens_per_second'):.0f}, wall {wall:.0f} s"
     )
+    rows = sum(h.get("rows", 0) for h in steps)
+    groups = {
+        k: sum(h.get(f"groups/{k}", 0) for h in steps)
+        for k in ("e2e", "e2e_dropped", "recall", "recall_dropped")
+    }
+    console.print(
+        f"  trained rows {rows:.0f}; dynamic sampling dropped {groups['e2e_dropped']:.0f} of "
+        f"{groups['e2e']:.0f} E2E groups and {groups['recall_dropped']:.0f} of {groups['recall']:.0f} "
+        "recall groups"
+    )
+    if rows == 0:
+        console.print(
+            "  no row was trained: every group's rewards were equal (a model that never answers right, or "
+            "always does, gives GRPO nothing to learn from)"
+        )
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ def test_config_defaults_are_the_papers():
         ({"model": "/no/such/model"}, "no such file"),
         ({"trl_args": {"not_a_field": 1}}, "not_a_field"),
         ({"trl_args": {"beta": 0.1}}, "top-level"),
+        ({"trl_args": {"vllm_enable_sleep_mode": True}}, "vllm_enable_sleep_mode=True is not supported"),
+        ({"trl_args": {"vllm_tensor_parallel_size": 2}}, "tensor-parallel"),
+        ({"trl_args": {"top_k": 50}}, "temperature and top_p"),
     ],
 )
 def test_bad_configs_fail_before_any_model_is_loaded(tmp_path, overrides, message):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -191,3 +196,30 @@ def test_memtrain_train_prints_one_line_per_step_and_the_held_out_table(tiny_mod
     assert step_line.split()[0] == "1" and len(step_line.split()) == len(header.split()) - 2  # "drop E2E/rec"
     assert any(line.lstrip("│ ").startswith("step 0") for line in lines)  # held-out E2E reward, EM, recall
     assert "✓ model and checkpoints" in result.stdout and (tmp_path / "cli" / "model.safetensors").is_file()
+
+
+def test_two_processes_train_and_resume_each_ones_reserve_position(tiny_model, tiny_corpus, tmp_path):
+    """Two CPU processes (gloo) started by torch's launcher, as `accelerate launch` starts one per GPU (its
+    own --cpu launcher needs MPI): each process reads its own episodes and keeps its own reserve position."""
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "ddp", save_steps=2, max_sampling_rounds=2)
+    config_file = tmp_path / "ddp.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--master_addr", "127.0.0.1", "--master_port", str(port),
+              "-m", "memtrain", "train", "--config", str(config_file)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    first = subprocess.run(launch, capture_output=True, text=True, timeout=900, env=env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]
+    state = json.loads((tmp_path / "ddp" / "checkpoint-2" / "memtrain_state.json").read_text())
+    assert [type(p["consumed"]) for p in state["reserve"]] == [int, int]  # one position per process
+
+    resumed = subprocess.run(
+        [*launch, "-o", "max_steps=3", "-o", "save_steps=3", "--resume"],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
+    assert (tmp_path / "ddp" / "checkpoint-3").is_dir()

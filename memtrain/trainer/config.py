@@ -28,6 +28,24 @@ _OWNED_TRL_FIELDS = {
     "activation_checkpointing", "model_init_kwargs",
     "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "num_iterations",
 }  # fmt: skip
+# GRPOConfig fields that MemTrainer cannot honour, with the one value it accepts and why: memory-agent
+# rollouts go through memtrain's backends, not TRL's generate, so TRL's generation options never reach them.
+_SAMPLING_ONLY = "set sampling with temperature and top_p"
+_UNSUPPORTED_TRL_FIELDS: dict[str, tuple[Any, str]] = {
+    "vllm_enable_sleep_mode": (
+        False,
+        "rollouts call the vLLM engine directly; TRL wakes a sleeping KV cache only in its own generate",
+    ),
+    "vllm_tensor_parallel_size": (
+        1,
+        "each process sends its own prompts; a tensor-parallel group needs the same requests from every rank",
+    ),
+    "mask_truncated_completions": (False, "the completion mask comes from the rows' weights"),
+    "top_k": (0, _SAMPLING_ONLY),
+    "min_p": (None, _SAMPLING_ONLY),
+    "repetition_penalty": (1.0, _SAMPLING_ONLY),
+    "generation_kwargs": (None, _SAMPLING_ONLY),
+}
 
 
 @dataclass
@@ -261,6 +279,11 @@ class TrainConfig:
         owned = sorted(set(self.trl_args) & _OWNED_TRL_FIELDS)
         if owned:
             raise ConfigError(f"trl_args: set {', '.join(owned)} as top-level config keys, not in trl_args")
+        for name, (accepted, why) in _UNSUPPORTED_TRL_FIELDS.items():
+            if name in self.trl_args and self.trl_args[name] != accepted:
+                raise ConfigError(
+                    f"trl_args: {name}={self.trl_args[name]!r} is not supported (only {accepted!r}): {why}"
+                )
 
     def _validate_paths(self) -> None:
         if not self.corpus:

@@ -85,7 +85,8 @@ class Batcher:
 
 
 def _same_sampling(a: SamplingParams, b: SamplingParams) -> bool:
-    return (a.max_new_tokens, a.temperature, a.top_p) == (b.max_new_tokens, b.temperature, b.top_p)
+    """Jobs run together share one call's sampling, seed included (a seeded request gets its own seed)."""
+    return a == b
 
 
 class RequestError(ValueError):

@@ -38,7 +38,7 @@ from ..errors import MemtrainError
 from ..io import write_json_atomic
 from . import grpo
 from .agent import AgentConfig, report_calls, rollout
-from .backends import SamplingParams
+from .backends import SamplingParams, stop_token_ids
 from .backends.transformers import TransformersBackend
 from .backends.vllm import VLLMBackend
 from .config import TrainConfig
@@ -116,10 +116,11 @@ class _TRLvLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, vllm_generation: Any, tokenizer: Any, base_url: str | None):
+    def __init__(self, vllm_generation: Any, tokenizer: Any, base_url: str | None, stop_ids: Sequence[int]):
         self.vllm = vllm_generation
         self.tokenizer = tokenizer
         self.base_url = base_url
+        self.stop_ids = set(stop_ids)
         self._client = getattr(vllm_generation, "vllm_client", None)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
@@ -145,7 +146,8 @@ class _TRLvLLMBackend:
             logprobs=0,
         )
         logprobs = [[float("nan") if t[0] is None else t[0] for t in seq] for seq in out["logprobs"]]
-        reasons = ["length" if len(c) >= params.max_new_tokens else "stop" for c in out["completion_ids"]]
+        # The client does not pass on vLLM's finish reasons; a completion ends with a stop token or was cut.
+        reasons = ["stop" if c and c[-1] in self.stop_ids else "length" for c in out["completion_ids"]]
         return out["completion_ids"], logprobs, reasons
 
 
@@ -205,11 +207,18 @@ class MemTrainer(GRPOTrainer):
             if self.state.global_step != self._last_loaded_step:
                 self.vllm_generation.sync_weights()
                 self._last_loaded_step = self.state.global_step
+                if self.vllm_generation.mode == "server":
+                    # Only the main process pushes weights to the server, and every process then sends its own
+                    # requests: none may sample before the update is complete.
+                    self.accelerator.wait_for_everyone()
             if self._vllm_backend is None:
                 base_url = self.args.vllm_server_base_url or (
                     f"http://{self.args.vllm_server_host}:{self.args.vllm_server_port}"
                 )
-                self._vllm_backend = _TRLvLLMBackend(self.vllm_generation, self._tokenizer, base_url)
+                stop_ids = stop_token_ids(self.model.generation_config, self._tokenizer)
+                self._vllm_backend = _TRLvLLMBackend(
+                    self.vllm_generation, self._tokenizer, base_url, stop_ids
+                )
             yield self._vllm_backend
             return
         with unwrap_model_for_generation(
@@ -462,11 +471,15 @@ class MemTrainer(GRPOTrainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        # Every process draws from its own reserve stream, so each one's position is saved (a collective).
+        consumed = self.reserve.consumed if self.reserve is not None else 0
+        device = self.accelerator.device
+        positions = self.accelerator.gather(torch.tensor([consumed], device=device)).tolist()
         if self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
-            state = {"reserve": self.reserve.state_dict() if self.reserve is not None else None}
+            state = {"reserve": [{"consumed": n} for n in positions] if self.reserve is not None else None}
             write_json_atomic(os.path.join(folder, STATE_FILE), state)
             write_json_atomic(os.path.join(folder, CONFIG_FILE), to_dict(self.memtrain_config))
 
@@ -475,6 +488,12 @@ class MemTrainer(GRPOTrainer):
         path = os.path.join(checkpoint, STATE_FILE) if checkpoint is not None else None
         if path and os.path.isfile(path) and self.reserve is not None:
             with open(path) as f:
-                reserve_state = json.load(f).get("reserve")
-            if reserve_state:
-                self.reserve.load_state_dict(reserve_state)
+                positions = json.load(f).get("reserve")
+            if positions:
+                rank = self.accelerator.process_index
+                if len(positions) != self.accelerator.num_processes:
+                    raise MemtrainError(
+                        f"{path}: saved by {len(positions)} processes, resumed with "
+                        f"{self.accelerator.num_processes}; resume with the same number of processes"
+                    )
+                self.reserve.load_state_dict(positions[rank])

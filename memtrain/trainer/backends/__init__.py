@@ -47,6 +47,15 @@ class GenerationBackend(Protocol):
         ...
 
 
+def stop_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """The ids that end a completion: the generation config's EOS id(s) and the tokenizer's."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
 def load_backend(
     name: str = "transformers",
     model: str | None = None,
@@ -80,4 +89,4 @@ def load_backend(
     raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "GenerationBackend", "SamplingParams", "load_backend"]
+__all__ = ["BACKENDS", "GenerationBackend", "SamplingParams", "load_backend", "stop_token_ids"]

@@ -10,7 +10,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.generation import utils as generation_utils
 
 from ..types import Generation
-from . import SamplingParams
+from . import SamplingParams, stop_token_ids
 
 # transformers 5.x renamed generate's `past_key_values` to `cache` (the old name still works, with a warning).
 _CACHE_KWARG = "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
@@ -65,11 +65,7 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.share_prefill = share_prefill
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if tokenizer.eos_token_id is not None:
-            eos_ids.add(tokenizer.eos_token_id)
-        self.eos_ids = sorted(eos_ids)
+        self.eos_ids = stop_token_ids(model.generation_config, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     @classmethod
