@@ -179,9 +179,12 @@ def test_the_loss_is_the_papers_token_mean_then_row_mean_with_clipping_and_k3_kl
     assert loss.item() == pytest.approx(per_row.mean().item(), rel=1e-4, abs=1e-6)
 
 
-def test_memtrain_train_prints_one_line_per_step_and_the_held_out_table(tiny_model, tiny_corpus, tmp_path):
+def test_memtrain_train_prints_one_line_per_step_the_held_out_table_and_why_nothing_trains(
+    tiny_model, tiny_corpus, tmp_path
+):
+    # A random model never answers right: every reward is 0, every group is dropped, no row is trained.
     config = tiny_config(
-        tiny_model, tiny_corpus, tmp_path / "cli", max_steps=1, eval_episodes=1, eval_samples=2
+        tiny_model, tiny_corpus, tmp_path / "cli", max_steps=3, eval_episodes=1, eval_samples=2, save_steps=3
     )
     config_file = tmp_path / "train.yaml"
     config_file.write_text(yaml.safe_dump(to_dict(config)))
@@ -192,8 +195,10 @@ def test_memtrain_train_prints_one_line_per_step_and_the_held_out_table(tiny_mod
     lines = result.stdout.splitlines()
     header = next(line for line in lines if "R_E" in line)
     assert header.split()[:4] == ["step", "R_E", "EM", "recall"] and header.split()[-1] == "loss"
-    step_line = lines[lines.index(header) + 1]  # a log file gets whole lines, however wide the table
-    assert step_line.split()[0] == "1" and len(step_line.split()) == len(header.split()) - 2  # "drop E2E/rec"
+    steps = lines[lines.index(header) + 1 : lines.index(header) + 5]  # whole lines in a log file too
+    assert [line.split()[0] for line in steps[:3]] == ["1", "2", "3"]
+    assert all(len(line.split()) == len(header.split()) - 2 for line in steps[:3])  # "drop E2E", "drop rec"
+    assert steps[3].startswith("⚠ 3 steps in a row trained no row") and "nothing to learn" in steps[3]
     assert any(line.lstrip("│ ").startswith("step 0") for line in lines)  # held-out E2E reward, EM, recall
     assert "✓ model and checkpoints" in result.stdout and (tmp_path / "cli" / "model.safetensors").is_file()
 

@@ -224,6 +224,9 @@ CONSOLE_COLUMNS = [
 ]
 
 
+EMPTY_STEPS_WARNING = 3  # consecutive steps without a trained row before the console says why
+
+
 class ConsoleProgress(TrainerCallback):
     """What `memtrain train` shows: a live status line while a step samples and updates (a CPU step takes
     minutes), and one table line per logged step with MemTrain's figures (TRL's printer and bar are removed).
@@ -237,6 +240,7 @@ class ConsoleProgress(TrainerCallback):
         self.printed_header = False
         self._live: Any = None
         self._step = "before training"
+        self._steps_without_rows = 0
 
     def status(self, text: str) -> None:
         if self._live is None:
@@ -273,6 +277,15 @@ class ConsoleProgress(TrainerCallback):
             value = logs.get(key)
             cells.append(f"{fmt.format(value) if isinstance(value, int | float) else '-':>9}")
         self.console.print("  ".join(cells), highlight=False, soft_wrap=True)
+        self._steps_without_rows = self._steps_without_rows + 1 if logs.get("rows") == 0 else 0
+        if self._steps_without_rows == EMPTY_STEPS_WARNING:
+            self.console.print(
+                f"[yellow]⚠ {EMPTY_STEPS_WARNING} steps in a row trained no row: in every group all rewards "
+                f"were equal (R_E {logs.get('reward', 0.0):.3f}), so dynamic sampling dropped it. A policy "
+                "that never (or always) scores gives GRPO nothing to learn from; check the rollouts "
+                "(memtrain rollout) or use a stronger model.[/]",
+                soft_wrap=True,
+            )
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
