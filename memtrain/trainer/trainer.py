@@ -81,9 +81,6 @@ class EpisodeReserve:
         self.consumed += n
         return taken
 
-    def state_dict(self) -> dict:
-        return {"consumed": self.consumed}
-
     def load_state_dict(self, state: dict) -> None:
         self._stream = self._make_stream()
         self.consumed = 0
