@@ -63,8 +63,9 @@ class Batcher:
                 except queue.Empty:
                     break
             first = pending[0]
-            same = [j for j in pending if _same_sampling(j.params, first.params)]
-            pending = [j for j in pending if not _same_sampling(j.params, first.params)]
+            # Jobs run together share one call's sampling, seed included: a seeded request keeps its seed.
+            same = [j for j in pending if j.params == first.params]
+            pending = [j for j in pending if j.params != first.params]
             self._execute(same)
 
     def _execute(self, jobs: list[_Job]) -> None:
@@ -82,11 +83,6 @@ class Batcher:
             job.result = generations[start : start + len(job.prompts)]
             start += len(job.prompts)
             job.done.set()
-
-
-def _same_sampling(a: SamplingParams, b: SamplingParams) -> bool:
-    """Jobs run together share one call's sampling, seed included (a seeded request gets its own seed)."""
-    return a == b
 
 
 class RequestError(ValueError):

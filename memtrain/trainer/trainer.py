@@ -273,8 +273,7 @@ class MemTrainer(GRPOTrainer):
         return batch
 
     def _rollout(self, episodes: list[dict], round_: int, batch: SampledBatch) -> list[Trajectory]:
-        trajectories = len(episodes) * self.agent_config.group_size
-        label = f"rollouts round {round_ + 1}, {trajectories} trajectories: "
+        label = f"rollouts round {round_ + 1}, {len(episodes) * self.agent_config.group_size} trajectories: "
         report = report_calls(self.status, label)
         if self.status is not None:
             self.status(label + "first turn …")
