@@ -485,6 +485,8 @@ class MemTrainer(GRPOTrainer):
         if path and os.path.isfile(path) and self.reserve is not None:
             with open(path) as f:
                 positions = json.load(f).get("reserve")
+            if isinstance(positions, dict):  # written before positions were saved per process
+                positions = [positions]
             if positions:
                 rank = self.accelerator.process_index
                 if len(positions) != self.accelerator.num_processes:
