@@ -8,6 +8,7 @@ import pytest
 
 from memtrain.pipeline.clean import (
     CleanStats,
+    LinkNamespaces,
     clean_page,
     clean_pages,
     hole_rate,
@@ -167,3 +168,32 @@ def test_plain_text_pages_are_kept_as_they_are():
 def test_a_page_of_only_templates_is_empty():
     page = Page(id="1", title="Stub", text="{{Infobox person|name=X}}\n[[Category:Stubs]]\n")
     assert clean_page(page) == (None, "empty")
+
+
+def test_a_wikis_own_namespace_names_drop_its_file_and_category_links():
+    bg = LinkNamespaces.from_table([(-2, "Медия"), (0, ""), (6, "Файл"), (10, "Шаблон"), (14, "Категория")])
+    assert bg.media == {"file", "image", "media", "файл", "медия"} and bg.category == {
+        "category",
+        "категория",
+    }
+    wikitext = (
+        "[[Файл:Sofia.jpg|мини|250px|Изглед]]Градът е [[столица]].\n"
+        "[[Category:Столици]] [[КАТЕГОРИЯ:Градове]] [[категория:Градове в България|София]]"
+        "[[File:Map.png|thumb|Карта]] [[:Категория:Градове|другите градове]]"
+    )
+    assert wikitext_to_text(wikitext, bg) == "Градът е столица.\nдругите градове"
+    # Without the table only the English names are known (the old behaviour), except that an embedded
+    # file under an unknown alias is still recognised by its extension.
+    assert "Категория:Градове" in wikitext_to_text("Текст. [[Категория:Градове]]")
+    assert wikitext_to_text("Текст.[[Картинка:Храм.JPG|мини|Храм]]") == "Текст."
+    assert (
+        wikitext_to_text("[[Wikipedia:Village pump]] and [[Help:Contents]]")
+        == "Village pump and Help:Contents"
+    )
+
+
+def test_underscores_and_case_in_namespace_names_do_not_matter():
+    de = LinkNamespaces.from_table([(14, "Kategorie"), (6, "Datei"), (15, "Kategorie_Diskussion")])
+    assert "kategorie" in de.category and "kategorie diskussion" not in de.category
+    text = "Berlin ist die Hauptstadt. [[kategorie:Hauptstadt]] [[Datei:Berlin_Skyline.JPG|mini|Berlin]]"
+    assert wikitext_to_text(text, de) == "Berlin ist die Hauptstadt."

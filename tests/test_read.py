@@ -108,6 +108,17 @@ def test_the_datasets_code_path_reads_a_local_wikipedia_folder(excerpt_pages, tm
     assert read_all(f"hf:{tmp_path / 'wikipedia'}") == as_plain(excerpt_pages[:40])
 
 
+def test_the_datasets_code_path_reports_a_non_string_text_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "wikipedia" / "20160401.en"
+    data.mkdir(parents=True)
+    pq.write_table(
+        pa.table({"id": ["1"], "title": ["A"], "text": [5]}), data / "train-00000-of-00001.parquet"
+    )
+    with pytest.raises(InputError, match="row 1: field 'text' is not a string \\(int\\)"):
+        read_all(f"hf:{tmp_path / 'wikipedia'}")
+
+
 def test_a_hub_id_plans_one_streaming_shard_without_downloading():
     (shard,) = plan_shards("wikimedia/wikipedia", hf_name="20231101.en")
     options = (("split", "train"), ("name", "20231101.en"), ("revision", None))
@@ -241,6 +252,32 @@ def test_parquet_without_the_text_column_is_reported(tmp_path):
     path = tmp_path / "train-00000-of-00001.parquet"
     pq.write_table(pa.table({"id": ["1"], "title": ["A"], "body": ["a"]}), path)
     expect_input_error(path, "lacks column.* text", read=True)
+
+
+def test_parquet_whose_text_column_holds_numbers_is_reported_when_planned(tmp_path):
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.table({"id": ["1", "2"], "title": ["A", "B"], "text": [5, 7]}), path)
+    error = expect_input_error(path, "parquet column 'text' holds int64 values, not strings")
+    assert str(error) == f"{path}: parquet column 'text' holds int64 values, not strings"
+    pq.write_table(pa.table({"id": [1], "title": [3.5], "text": ["a"]}), path)
+    expect_input_error(path, "column 'title' holds double values")
+    # string-like columns are fine: large strings, dictionary-encoded strings, integer ids
+    table = pa.table(
+        {"id": [1], "title": pa.array(["A"]).dictionary_encode(), "text": pa.array(["a"], pa.large_string())}
+    )
+    pq.write_table(table, path)
+    assert [(p.id, p.title, p.text) for p in read_all(path)] == [("1", "A", "a")]
+
+
+def test_a_utf16_dump_reads_the_same_pages(excerpt_xml, excerpt_pages, tmp_path):
+    text = excerpt_xml.decode("utf-8")
+    path = tmp_path / "enwiki-utf16.xml"
+    path.write_bytes(('<?xml version="1.0" encoding="UTF-16"?>\n' + text).encode("utf-16"))
+    assert [s.kind for s in plan_shards(path)] == ["xml"]
+    assert read_all(path) == excerpt_pages
+    compressed = tmp_path / "enwiki-utf16.xml.bz2"
+    compressed.write_bytes(bz2.compress(text.encode("utf-16-le")))  # no byte-order mark, no declaration
+    assert read_all(compressed) == excerpt_pages
 
 
 def test_a_folder_without_dumps_and_a_bare_index_are_reported(multistream_dump, tmp_path):

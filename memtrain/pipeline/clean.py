@@ -8,12 +8,17 @@ while dropping everything that is not article prose: other templates (infoboxes,
 hatnotes), references, tables, galleries, files and their captions, categories, interlanguage links,
 magic words, comments, and the trailing reference-like sections ("References", "External links", …).
 
+File and category links are recognised in any language: a page read from a dump carries the dump's own
+namespace table (`LinkNamespaces`, from its ``<siteinfo>``), so ``[[Категория:…]]`` and ``[[Файл:…|мини|…]]``
+are dropped as ``[[Category:…]]`` and ``[[File:…]]`` are; the English names are always recognised too.
+
 Headings are kept as their own line (without the `==` markers); paragraphs are separated by a blank line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -60,6 +65,16 @@ HOLE = re.compile(r" ,|(?<!\.) \.(?! ?\.)")
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(?:-[a-z0-9]+)*$|^simple$")
 
 MEDIA_NAMESPACES = frozenset({"file", "image", "media"})
+CATEGORY_NAMESPACES = frozenset({"category"})
+# Namespace numbers in every MediaWiki: -2 Media, 6 File, 14 Category.
+MEDIA_NAMESPACE_KEYS = (-2, 6)
+CATEGORY_NAMESPACE_KEY = 14
+# An embedded file whose namespace name we do not know (a localized alias such as "Картинка:", which the
+# dump's namespace table does not list): `[[Prefix:Name.jpg|…]]`.
+MEDIA_FILE = re.compile(
+    r"\.(?:jpe?g|png|gif|svg|tiff?|webp|bmp|xcf|ogg|oga|ogv|webm|mp3|wav|flac|midi?|opus|pdf|djvu|stl)$",
+    re.IGNORECASE,
+)
 INTERWIKI_PREFIXES = frozenset(
     {"wikt", "wiktionary", "w", "wikipedia", "s", "wikisource", "b", "wikibooks", "q", "wikiquote", "n",
      "wikinews", "v", "wikiversity", "voy", "wikivoyage", "commons", "species", "d", "wikidata", "m", "meta",
@@ -83,6 +98,40 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
           "November", "December")  # fmt: skip
 
 
+def namespace_key(name: str) -> str:
+    """A namespace name as a link prefix matches it: case-insensitive, `_` and runs of spaces as one space."""
+    return " ".join(name.replace("_", " ").split()).casefold()
+
+
+@dataclass(frozen=True)
+class LinkNamespaces:
+    """The link prefixes whose links are not prose: media (file embeds) and categories, each a set of
+    `namespace_key`s. The default is English; `from_table` adds a dump's localized names."""
+
+    media: frozenset[str] = MEDIA_NAMESPACES
+    category: frozenset[str] = CATEGORY_NAMESPACES
+
+    @classmethod
+    def from_table(cls, namespaces: Iterable[tuple[int, str]]) -> LinkNamespaces:
+        """From a dump's `<namespaces>` table, `(key, name)` pairs: the names of namespaces -2 (Media) and
+        6 (File) are media, of 14 (Category) categories; the English names stay valid in every wiki."""
+        media, category = set(MEDIA_NAMESPACES), set(CATEGORY_NAMESPACES)
+        for key, name in namespaces:
+            if not name or not name.strip():
+                continue
+            if key in MEDIA_NAMESPACE_KEYS:
+                media.add(namespace_key(name))
+            elif key == CATEGORY_NAMESPACE_KEY:
+                category.add(namespace_key(name))
+        return cls(frozenset(media), frozenset(category))
+
+
+ENGLISH_NAMESPACES = LinkNamespaces()
+_NAMESPACES: contextvars.ContextVar[LinkNamespaces] = contextvars.ContextVar(
+    "link_namespaces", default=ENGLISH_NAMESPACES
+)
+
+
 @dataclass
 class CleanStats:
     """What the clean stage did: pages in, articles out, drops by reason, words written."""
@@ -102,7 +151,10 @@ class CleanStats:
 
 
 def clean_page(page: Page) -> tuple[Article | None, str | None]:
-    """`(article, None)` for a main-namespace article, or `(None, reason)` with a reason from DROP_REASONS."""
+    """`(article, None)` for a main-namespace article, or `(None, reason)` with a reason from DROP_REASONS.
+
+    A page read from a dump carries the dump's namespace table (`page.namespaces`, a `LinkNamespaces`),
+    which tells which links are files and categories."""
     if page.ns != 0:
         return None, "not-main-namespace"
     if page.redirect or REDIRECT.match(page.text):
@@ -114,7 +166,7 @@ def clean_page(page: Page) -> tuple[Article | None, str | None]:
     else:
         if DISAMBIGUATION_TEMPLATE.search(page.text):
             return None, "disambiguation"
-        text = wikitext_to_text(page.text)
+        text = wikitext_to_text(page.text, getattr(page, "namespaces", None))
     if not text:
         return None, "empty"
     return Article(id=page.id, title=page.title, text=text), None
@@ -130,8 +182,18 @@ def clean_pages(pages: Iterable[Page], stats: CleanStats | None = None) -> Itera
             yield article
 
 
-def wikitext_to_text(wikitext: str) -> str:
-    """Plain article text: prose, headings on their own line, the text of value templates; no markup."""
+def wikitext_to_text(wikitext: str, namespaces: LinkNamespaces | None = None) -> str:
+    """Plain article text: prose, headings on their own line, the text of value templates; no markup.
+
+    `namespaces`: the wiki's file and category link prefixes (default: the English ones)."""
+    token = _NAMESPACES.set(namespaces or ENGLISH_NAMESPACES)
+    try:
+        return _wikitext_to_text(wikitext)
+    finally:
+        _NAMESPACES.reset(token)
+
+
+def _wikitext_to_text(wikitext: str) -> str:
     code = mwparserfromhell.parse(REFS_AND_COMMENTS.sub("", wikitext), skip_style_tags=True)
     out: list[str] = []
     skip_level = 0  # inside a skipped section of this heading level (0: not skipping)
@@ -222,13 +284,16 @@ def _render_wikilink(link: Wikilink) -> str:
     title = str(link.title).strip()
     visible = title.startswith(":")  # [[:Category:X]] links to a page instead of filing this one under it
     title = title.lstrip(":").strip()
-    prefix, colon, _ = title.partition(":")
-    prefix_key = prefix.strip().lower()
+    prefix, colon, name = title.partition(":")
+    prefix_key = namespace_key(prefix)
     if colon and not visible:
-        if prefix_key in MEDIA_NAMESPACES or prefix_key == "category":
+        namespaces = _NAMESPACES.get()
+        if prefix_key in namespaces.media or prefix_key in namespaces.category:
             return ""
         if link.text is None and LANGUAGE_CODE.match(prefix.strip()):
             return ""  # an interlanguage link: [[de:Anarchismus]]
+        if " " not in prefix_key and MEDIA_FILE.search(name.strip()):
+            return ""  # a file under a namespace alias we do not know: [[Картинка:Sofia.jpg|мини|…]]
     if link.text is not None:
         return _text(link.text)
     shown = _text(link.title).strip().lstrip(":").strip()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +40,57 @@ def load_ner(name: str):
         return spacy.load(path, exclude=UNNEEDED_PIPES)
     except OSError as exc:
         raise ConfigError(f"spaCy model {name!r} could not be loaded: {exc}") from None
+
+
+def model_language(name: str) -> str | None:
+    """The language code of spaCy pipeline `name` ("en"; "xx" for a multi-language one), read from its
+    ``meta.json`` or ``config.cfg`` without loading it; None when the pipeline does not say.
+
+    `name` is resolved as `load_ner` resolves it: ``blank:<lang>``, a memtrain asset, an installed
+    package, or a folder. Raises ConfigError when it is none of these, before any work starts."""
+    if name.startswith("blank:"):
+        return name.partition(":")[2].strip().lower() or None
+    if name in assets.ASSETS:
+        if assets.is_fetched(name):
+            return _folder_language(assets.asset_path(name))
+        return name.split("_", 1)[0].lower()  # spaCy's naming: <lang>_<type>_<genre>_<size>
+    if _is_package(name):
+        spec = importlib.util.find_spec(name) if name.isidentifier() else None
+        return _folder_language(Path(spec.origin).parent) if spec and spec.origin else None
+    if Path(name).exists():
+        return _folder_language(Path(name))
+    raise ConfigError(
+        f"spaCy model {name!r} could not be loaded: it is not a memtrain asset, an installed package or a "
+        "folder"
+    )
+
+
+def _is_package(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _folder_language(folder: Path) -> str | None:
+    """`lang` from a pipeline folder's meta.json, else its config.cfg (``[nlp] lang = "en"``)."""
+    for meta in (folder / "meta.json", *sorted(folder.glob("*/meta.json"))):
+        try:
+            lang = json.loads(meta.read_text(encoding="utf-8")).get("lang")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(lang, str) and lang:
+            return lang.lower()
+    for config in (folder / "config.cfg", *sorted(folder.glob("*/config.cfg"))):
+        try:
+            text = config.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        found = re.search(r'^\[nlp\][^\[]*?^lang\s*=\s*"?([\w-]+)"?\s*$', text, re.M | re.S)
+        if found:
+            return found.group(1).lower()
+    return None
 
 
 def text_sha1(text: str) -> str:
