@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from .corpus import CorpusVersion
-from .errors import MemtrainError
+from .errors import InputError, MemtrainError
 from .inspect.render import get_episode
 from .inspect.summary import Summary, number, share, summarize
 from .inspect.views import first_row, open_views, translate_errors
@@ -51,6 +51,52 @@ COLUMN_DESCRIPTIONS = {
     "entities": "spaCy entity spans in `text` (`start`, `end`, `label`, `text`, index of their `passage`); "
     "spans overlapping a `[MASK]` are left out.",
 }
+
+
+# What the default template reads from the manifest; a manifest lacking any of it is blamed, not the template.
+CARD_MANIFEST_FIELDS = ("memtrain_version", "created_at", "config")
+CARD_CONFIG_FIELDS = (
+    "num_related",
+    "num_random",
+    "passage_words",
+    "retriever",
+    "min_tokens",
+    "max_tokens",
+    "tokenizer",
+    "ner_model",
+    "min_mask_occurrences",
+    "chunk_size",
+)
+
+
+def check_card_manifest(corpus: CorpusVersion, default_template: bool = True) -> None:
+    """Raise an error naming the manifest when a field the card is made of is missing (those the default
+    template reads) or of the wrong type."""
+    manifest = corpus.manifest
+    missing = [f for f in CARD_MANIFEST_FIELDS if manifest.get(f) is None] if default_template else []
+    config = manifest.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise InputError(
+            corpus.manifest_path, "field 'config' is not an object; the card needs the build config"
+        )
+    if default_template and isinstance(config, dict):
+        missing += [f"config.{f}" for f in CARD_CONFIG_FIELDS if config.get(f) is None]
+    if missing:
+        raise InputError(
+            corpus.manifest_path,
+            f"missing field(s) {', '.join(missing)} that the card needs "
+            "(was it written by memtrain build-corpus? rebuilding the corpus writes a complete one)",
+        )
+    for key, kind in (("source", dict), ("summary", dict)):
+        if manifest.get(key) is not None and not isinstance(manifest[key], kind):
+            raise InputError(corpus.manifest_path, f"field {key!r} is not an object")
+    source = manifest.get("source") or {}
+    files = source.get("files")
+    if files is not None and not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
+        raise InputError(corpus.manifest_path, "field 'source.files' is not a list of objects")
+    rejections = (manifest.get("summary") or {}).get("rejections")
+    if rejections is not None and not isinstance(rejections, dict):
+        raise InputError(corpus.manifest_path, "field 'summary.rejections' is not an object")
 
 
 @dataclass(frozen=True)
@@ -189,6 +235,7 @@ def render_card(
     template = Path(template) if template else DEFAULT_TEMPLATE
     if not template.is_file():
         raise MemtrainError(f"{template}: card template not found")
+    check_card_manifest(corpus, default_template=template.resolve() == DEFAULT_TEMPLATE.resolve())
     con = open_views(corpus)
     summary = summary or summarize(corpus, con)
     manifest = corpus.manifest

@@ -3,9 +3,10 @@
 The Hub folder is laid out the way `datasets` writes one, so `datasets.load_dataset(FOLDER)` and
 `load_dataset("OWNER/NAME")` both read it::
 
-    data/train-00000-of-00002.parquet …    the episode shards (hard links when possible, else copies)
+    data/train-00000-of-00002.parquet …    copies of the episode shards (reflinks where possible)
     README.md                              the dataset card, `configs` pointing at data/train-*
     manifest.json                          the build's manifest, local directories reduced to file names
+    .memtrain-hub                          what memtrain wrote (not uploaded); only such a folder is replaced
 
 The folder is built beside its final name and renamed into place, then uploaded with `HfApi.upload_folder`,
 which splits a large upload into several commits and resumes when the same command is run again.
@@ -14,9 +15,11 @@ which splits a large upload into several commits and resumes when the same comma
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
@@ -24,14 +27,15 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .cards import CARD_NAME, HUB_CONFIGS, render_card
-from .corpus import CorpusVersion
+from .corpus import CorpusVersion, file_sha256, reflink_or_copy
 from .errors import MemtrainError
 from .inspect.views import check_shard
 from .io import replace_dir, write_json_atomic
-from .pipeline.build import link_or_copy
 
 MANIFEST_NAME = "manifest.json"
 DATA_DIR = "data"
+HUB_MARKER = ".memtrain-hub"  # in every folder memtrain lays out: what it wrote, so only that is replaced
+LEGACY_SHARD = re.compile(rf"^{DATA_DIR}/train-\d{{5}}-of-\d{{5}}\.parquet$")
 
 
 @dataclass
@@ -39,7 +43,8 @@ class HubFolder:
     path: Path
     label: str  # "<name> v<N>", for the commit message
     shards: list[Path]  # data/train-*.parquet, in order
-    bytes: int
+    bytes: int  # of the files uploaded
+    files: list[str] = field(default_factory=list)  # what is uploaded, relative (the marker is not)
 
 
 @dataclass
@@ -80,25 +85,99 @@ def public_manifest(manifest: dict) -> dict:
     return public
 
 
-def is_hub_folder(path: Path) -> bool:
-    return (path / MANIFEST_NAME).is_file() and (path / CARD_NAME).is_file() and (path / DATA_DIR).is_dir()
+def folder_files(folder: Path) -> list[str]:
+    """Every file and link under `folder`, relative, `.git` included (it is what must never be lost)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def legacy_layout(folder: Path) -> bool:
+    """Exactly what memtrain before hub markers wrote: README.md, manifest.json, data/train-*.parquet."""
+    files = folder_files(folder)
+    dirs = [p for p in folder.rglob("*") if p.is_dir()]
+    return (
+        {CARD_NAME, MANIFEST_NAME} <= set(files)
+        and all(f in (CARD_NAME, MANIFEST_NAME) or LEGACY_SHARD.match(f) for f in files)
+        and all(d == folder / DATA_DIR for d in dirs)
+    )
+
+
+def not_replaceable(folder: Path, default: bool = False) -> str | None:
+    """Why `folder` must not be replaced, or None when it is memtrain's own (or absent or empty).
+
+    memtrain replaces only a folder it laid out itself: one holding its marker `.memtrain-hub`, whose files
+    are exactly those the marker lists, unchanged. A git clone (`.git`), a file memtrain did not write, a
+    changed card or manifest: refused. The default folder under `OUT/<name>/.hub/` written by an older
+    memtrain (no marker) is replaced when it holds exactly memtrain's layout and nothing else."""
+    if folder.is_symlink():
+        return "is a symbolic link"
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return "exists and is not a folder"
+    try:
+        files = folder_files(folder)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not files:
+        return None
+    if (folder / ".git").exists():
+        return "is a git repository (it holds .git)"
+    marker = folder / HUB_MARKER
+    if not marker.is_file():
+        if default and legacy_layout(folder):
+            return None
+        return f"is not a folder memtrain laid out (no {HUB_MARKER} marker)"
+    try:
+        written = json.loads(marker.read_text(encoding="utf-8")).get("files")
+        if not isinstance(written, dict):
+            raise ValueError
+    except (OSError, ValueError, AttributeError):
+        return f"its {HUB_MARKER} marker is not one memtrain wrote"
+    foreign = [f for f in files if f != HUB_MARKER and f not in written]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return f"holds files memtrain did not write ({shown})"
+    for rel, record in written.items():
+        path = folder / rel
+        if not path.is_file() or path.is_symlink():
+            continue  # a file memtrain wrote and someone removed: nothing of theirs to lose
+        if path.stat().st_size != record.get("bytes") or (
+            not rel.startswith(f"{DATA_DIR}/") and file_sha256(path) != record.get("sha256")
+        ):
+            return f"{rel} was changed after memtrain wrote it"
+    dirs = [p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()]
+    if any(d != folder / DATA_DIR for d in dirs):
+        return "holds folders memtrain did not make"
+    return None
+
+
+def check_folder(folder: Path, default: bool) -> None:
+    why = not_replaceable(folder, default)
+    if why:
+        raise MemtrainError(
+            f"{folder}: {why}; memtrain replaces only a folder it laid out itself, and nothing was touched "
+            "— choose another --folder (an empty or new one)"
+        )
 
 
 def prepare_folder(
     corpus: CorpusVersion, repo_id: str | None = None, folder: str | Path | None = None
 ) -> HubFolder:
-    """Lay out the Hub folder for `corpus` (replacing an older one that memtrain made)."""
+    """Lay out the Hub folder for `corpus` (replacing an older one that memtrain made, and nothing else).
+
+    Every shard is checked against the manifest's sha256 first, and the folder holds copies (reflinks where
+    the filesystem offers them), so neither a damaged shard is published nor the version changed through it.
+    """
+    default = folder is None
     folder = Path(folder) if folder else default_folder(corpus)
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not is_hub_folder(folder))):
-        raise MemtrainError(
-            f"{folder}: exists and is not a folder memtrain laid out before; "
-            "choose another --folder or remove it"
-        )
+    check_folder(folder, default)
+    corpus.verify(full=True)
     sources = corpus.episode_files()
     if not sources:
         raise MemtrainError(f"{corpus.path}: the corpus has no episode shard to publish")
     for shard in sources:
         check_shard("episodes", shard)
+    recorded = corpus.manifest.get("checksums") or {}
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
@@ -106,17 +185,34 @@ def prepare_folder(
     try:
         (tmp / DATA_DIR).mkdir(parents=True)
         names = [f"{DATA_DIR}/train-{i:05d}-of-{len(sources):05d}.parquet" for i in range(len(sources))]
+        written = {}
         for src, name in zip(sources, names, strict=True):
-            link_or_copy(src, tmp / name)
+            reflink_or_copy(src, tmp / name)
+            known = recorded.get(str(src.relative_to(corpus.path))) or {}
+            written[name] = {
+                "bytes": (tmp / name).stat().st_size,
+                "sha256": known.get("sha256") or file_sha256(tmp / name),
+            }
         card = render_card(corpus, configs=HUB_CONFIGS, load_target=repo_id or str(folder))
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
         write_json_atomic(tmp / MANIFEST_NAME, public_manifest(corpus.manifest))
+        for name in (CARD_NAME, MANIFEST_NAME):
+            written[name] = {"bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}
+        marker = {
+            "memtrain_hub_folder": 1,
+            "corpus": corpus.name,
+            "version": corpus.version,
+            "files": written,
+        }
+        write_json_atomic(tmp / HUB_MARKER, marker)
+        check_folder(folder, default)  # again: nothing may have appeared there while the folder was built
         replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shards = [folder / name for name in names]
     label = f"{corpus.name} v{corpus.version}"
-    return HubFolder(folder, label, shards, sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()))
+    files = sorted(written)
+    return HubFolder(folder, label, shards, sum(written[f]["bytes"] for f in files), files)
 
 
 def resolve_token() -> str:
@@ -155,6 +251,7 @@ def upload(
             repo_type="dataset",
             revision=revision,
             commit_message=f"memtrain: {hub_folder.label}",
+            ignore_patterns=[HUB_MARKER],
         )
     except Exception as exc:  # network, HTTP and Hub errors of any kind end the same way for the user
         reason = " ".join(str(exc).split()).replace(token, "***") or type(exc).__name__

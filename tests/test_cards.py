@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -114,3 +115,17 @@ def test_a_broken_template_is_named_with_its_line(tiny_corpus, tmp_path):
     assert f"{template}:2" in result.stderr and "no_such_value" in result.stderr
     missing = runner.invoke(app, ["card", str(tiny_corpus.path), "--template", str(tmp_path / "none.j2")])
     assert missing.exit_code == 1 and "card template not found" in missing.stderr
+
+
+def test_a_manifest_missing_what_the_card_needs_is_blamed_not_the_template(tiny_corpus, tmp_path):
+    version = tmp_path / "enwiki" / f"v{tiny_corpus.version}"
+    shutil.copytree(tiny_corpus.path, version)
+    manifest = json.loads((version / "manifest.json").read_text())
+    del manifest["config"]["num_related"], manifest["created_at"]
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["card", str(version)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {version / 'manifest.json'}: missing field(s)")
+    assert "created_at" in line and "config.num_related" in line and "template" not in line
+    assert not (version / "README.md").exists()

@@ -246,7 +246,14 @@ def test_a_corrupt_shard_is_named(corpus_copy):
     shard.unlink()
     middle = len(data) // 2
     shard.write_bytes(data[:middle] + bytes(range(256)) * 4 + data[middle + 1024 :])  # damaged pages
-    con = open_views(corpus)  # the footer is intact
+    with pytest.raises(InputError) as err:  # same size and footer, but not the checksums the manifest records
+        open_views(open_corpus(corpus_copy))
+    assert err.value.path == str(shard) and "damaged shard" in str(err.value)
+
+    # Without checksums (a corpus from an older memtrain) the footer is all that is checked up front;
+    # DuckDB finds the damage in the data pages, and the shard is still named in one short line.
+    unverified = open_corpus(corpus_copy, verify=None)
+    con = open_views(unverified)
     with pytest.raises(MemtrainError) as err:
         query.query_frame(query.run_query(con, "SELECT sum(length(text)), sum(len(entities)) FROM episodes"))
-    assert str(shard) in str(err.value)
+    assert str(shard) in str(err.value) and len(str(err.value)) < 400

@@ -1,10 +1,12 @@
 """`memtrain publish`: the Hub folder loads with `datasets` row for row; no token, no network or a failing
-Hub each end with one clear message; the token is never written anywhere."""
+Hub each end with one clear message; the token is never written anywhere; only a folder memtrain laid out
+itself (marked `.memtrain-hub`, unchanged) is ever replaced."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from typer.testing import CliRunner
 
 from memtrain.cli import app
 from memtrain.errors import MemtrainError
-from memtrain.publish import prepare_folder, upload
+from memtrain.publish import HUB_MARKER, prepare_folder, upload
 
 runner = CliRunner()
 TOKEN = "hf_memtrainTestTokenDoNotLeak0123456789"
@@ -54,8 +56,15 @@ def test_dry_run_lays_out_the_hub_folder(dry_run, tiny_corpus):
     folder, result = dry_run
     n = len(tiny_corpus.episode_files())
     assert files_under(folder) == sorted(
-        ["README.md", "manifest.json", *(f"data/train-{i:05d}-of-{n:05d}.parquet" for i in range(n))]
+        [
+            HUB_MARKER,
+            "README.md",
+            "manifest.json",
+            *(f"data/train-{i:05d}-of-{n:05d}.parquet" for i in range(n)),
+        ]
     )
+    for shard, source in zip(sorted(folder.glob("data/*.parquet")), tiny_corpus.episode_files(), strict=True):
+        assert shard.stat().st_nlink == 1 and not shard.samefile(source)  # a copy: the version stays as it is
     assert "nothing uploaded" in result.output
     assert DatasetCard((folder / "README.md").read_text()).data.to_dict()["configs"][0]["data_files"] == [
         {"split": "train", "path": "data/train-*"}
@@ -116,6 +125,93 @@ def test_a_bad_repo_id_or_a_foreign_folder_is_refused(tiny_corpus, tmp_path):
     )
     assert result.exit_code == 1 and "choose another --folder" in result.stderr
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def tree(folder) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def publish_into(corpus, folder):
+    return runner.invoke(
+        app, ["publish", str(corpus.path), "--repo", "someone/x", "--dry-run", "--folder", str(folder)]
+    )
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_a_git_clone_of_the_dataset_repo_is_never_wiped(tiny_corpus, tmp_path):
+    """The layout memtrain writes (README.md, manifest.json, data/) inside a git clone: refused, untouched."""
+    clone = tmp_path / "memtrain-enwiki"
+    (clone / "data").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(clone)], check=True)
+    (clone / "README.md").write_text("# my dataset\n")
+    (clone / "manifest.json").write_text("{}\n")
+    (clone / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 mine")
+    (clone / "notes.txt").write_text("keep me")
+    before = tree(clone)
+    message = one_line_error(publish_into(tiny_corpus, clone))
+    assert str(clone) in message and ".git" in message and "choose another --folder" in message
+    assert tree(clone) == before  # .git and every file exactly as they were
+    assert not list(tmp_path.glob(".*tmp*"))
+
+    # the same layout without .git but not made by memtrain (no marker): refused just the same
+    shutil.rmtree(clone / ".git")
+    (clone / "notes.txt").unlink()
+    before = tree(clone)
+    assert HUB_MARKER in one_line_error(publish_into(tiny_corpus, clone))
+    assert tree(clone) == before
+
+
+def test_only_an_unchanged_folder_memtrain_laid_out_is_replaced(tiny_corpus, tmp_path):
+    folder = tmp_path / "hub"
+    assert publish_into(tiny_corpus, folder).exit_code == 0
+    marker = json.loads((folder / HUB_MARKER).read_text())
+    assert sorted(marker["files"]) == sorted(f for f in files_under(folder) if f != HUB_MARKER)
+    assert publish_into(tiny_corpus, folder).exit_code == 0  # memtrain's own folder: replaced
+
+    (folder / "data" / "mine.txt").write_text("mine")
+    before = tree(folder)
+    assert "data/mine.txt" in one_line_error(publish_into(tiny_corpus, folder))
+    assert tree(folder) == before
+
+    (folder / "data" / "mine.txt").unlink()
+    with open(folder / "README.md", "a") as f:
+        f.write("my notes\n")
+    before = tree(folder)
+    assert "README.md was changed" in one_line_error(publish_into(tiny_corpus, folder))
+    assert tree(folder) == before
+
+
+def test_the_marker_is_not_uploaded(tiny_corpus, tmp_path, monkeypatch):
+    from huggingface_hub.utils import filter_repo_objects
+
+    import memtrain.publish as publish
+
+    calls = {}
+
+    class RecordingApi:
+        def __init__(self, **kwargs):
+            pass
+
+        def create_repo(self, *args, **kwargs):
+            pass
+
+        def upload_folder(self, **kwargs):
+            calls.update(kwargs)
+            return type("Commit", (), {"commit_url": "http://hub/commit/1"})()
+
+    monkeypatch.setattr(publish, "HfApi", RecordingApi)
+    hub_folder = prepare_folder(tiny_corpus, "someone/x", tmp_path / "hub")
+    upload(hub_folder, "someone/x", token=TOKEN)
+    sent = list(filter_repo_objects(files_under(hub_folder.path), ignore_patterns=calls["ignore_patterns"]))
+    assert HUB_MARKER not in sent and sent == hub_folder.files
+    assert hub_folder.bytes == sum((hub_folder.path / f).stat().st_size for f in hub_folder.files)
 
 
 def closed_port() -> int:
@@ -194,3 +290,16 @@ def test_an_upload_that_fails_halfway_is_never_reported_as_published(tiny_corpus
     # the repo was created with the token, sent only as a header, and the upload was attempted
     assert HalfWorkingHub.requests[0] == ("POST", "/api/repos/create", f"Bearer {TOKEN}")
     assert len(HalfWorkingHub.requests) > 1
+
+
+def test_an_unmarked_default_folder_is_replaced_only_when_it_is_exactly_memtrains_old_layout(tmp_path):
+    from memtrain.publish import not_replaceable
+
+    old = tmp_path / ".hub" / "v1"  # what memtrain wrote before folders carried the marker
+    (old / "data").mkdir(parents=True)
+    for name in ("README.md", "manifest.json", "data/train-00000-of-00001.parquet"):
+        (old / name).write_text("x")
+    assert not_replaceable(old, default=True) is None
+    assert "no .memtrain-hub marker" in not_replaceable(old, default=False)
+    (old / "notes.txt").write_text("mine")
+    assert "no .memtrain-hub marker" in not_replaceable(old, default=True)

@@ -61,7 +61,11 @@ class Summary:
 
 
 def summarize(corpus: CorpusVersion, con: duckdb.DuckDBPyConnection) -> Summary:
-    """Every number of the summary, each a DuckDB aggregate over the `episodes` and `passages` views."""
+    """Every number of the summary, each a DuckDB aggregate over the `episodes` and `passages` views.
+
+    The summary reads (nearly) every byte of the shards anyway, so it first checks each shard's sha256
+    against the manifest: a damaged or replaced shard is named instead of summarized."""
+    corpus.verify(full=True)
     with translate_errors("summary failed"):
         spreads_sql = ", ".join(
             f"min({e}), quantile_cont({e}, 0.5), avg({e}), max({e})" for e in PER_EPISODE.values()

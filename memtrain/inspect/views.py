@@ -13,16 +13,21 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from ..corpus import CorpusVersion
+from ..corpus import CorpusVersion, short_reason
 from ..errors import InputError, MemtrainError
 from ..pipeline.schema import EPISODE_SCHEMA, PASSAGE_SCHEMA
 
 EXPECTED_COLUMNS = {"episodes": EPISODE_SCHEMA.names, "passages": PASSAGE_SCHEMA.names}
 
-# DuckDB names the file it could not read: `Failed to read file "…/x.parquet": Snappy decompression failure`
+# DuckDB names the file it could not read: `Failed to read file "…/x.parquet": Snappy decompression failure`,
+# `Invalid string encoding found in Parquet file "…/x.parquet": value "<kilobytes of the damaged text>"`.
 _UNREADABLE_FILE = re.compile(
-    r"""(?:Failed to read file|found at end of file|reading file)\s*["']([^"']+)["']:?\s*(.*)"""
+    r"""(?:Failed to read file|found at end of file|reading file|in Parquet file)"""
+    r"""\s*["']([^"']+)["']:?\s*(.*)""",
+    re.S,
 )
+_ERROR_KIND = re.compile(r"^\s*[A-Z][A-Za-z ]*Error:\s*")
+_QUOTED_VALUE = re.compile(r"""\bvalue\s*["']""")
 
 
 def table_files(corpus: CorpusVersion) -> dict[str, list[Path]]:
@@ -39,7 +44,7 @@ def check_shard(table: str, file: Path) -> None:
     try:
         schema = pq.read_schema(file)
     except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on corrupt files
-        raise InputError(file, f"corrupt or unreadable Parquet shard ({exc})") from None
+        raise InputError(file, f"corrupt or unreadable Parquet shard ({short_reason(exc)})") from None
     missing = [c for c in EXPECTED_COLUMNS.get(table, []) if c not in schema.names]
     if missing:
         raise InputError(file, f"not a memtrain {table} shard: missing column(s) {', '.join(missing)}")
@@ -68,11 +73,20 @@ def translate_errors(what: str = "query failed") -> Iterator[None]:
         message = str(exc).strip()
         unreadable = _UNREADABLE_FILE.search(message)
         if unreadable:
-            problem = unreadable.group(2).strip()
-            raise InputError(unreadable.group(1), f"corrupt Parquet shard ({problem})") from None
+            raise InputError(
+                unreadable.group(1), f"corrupt Parquet shard ({duckdb_problem(message, unreadable)})"
+            ) from None
         # Keep DuckDB's explanation ("… does not exist! Did you mean …"), drop its echo of the query.
         explanation = message.split("\nLINE ")[0]
         raise MemtrainError(f"{what}: {' '.join(explanation.split())}") from None
+
+
+def duckdb_problem(message: str, unreadable: re.Match) -> str:
+    """What DuckDB says went wrong with a file, in one short line, without the data it quotes (the value of
+    a damaged string can be kilobytes of garbled text)."""
+    before = _ERROR_KIND.sub("", message[: unreadable.start()]).strip()
+    after = _QUOTED_VALUE.split(unreadable.group(2))[0].strip()
+    return short_reason("; ".join(p for p in (before, after) if p) or "unreadable")
 
 
 def first_row(con: duckdb.DuckDBPyConnection, sql: str) -> tuple | None:
