@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Annotated
@@ -34,6 +35,22 @@ def main(
     _state["debug"] = debug
 
 
+def describe(exc: Exception) -> str:
+    """One line for an error memtrain did not anticipate: the file and the system's reason where known."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        advice = (
+            "; free some space and rerun the same command: finished work is kept"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else ""
+        )
+        return f"{where}{exc.strerror}{advice}"
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + " …"
+    return f"{type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+
+
 def friendly_errors(fn):
     """Print a MemtrainError as one line and exit 1; full traceback only with --debug."""
 
@@ -49,6 +66,11 @@ def friendly_errors(fn):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: rerun the same command to resume")
             sys.exit(130)
+        except Exception as exc:  # no traceback without --debug, whatever went wrong
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/] {describe(exc)}", highlight=False, soft_wrap=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -182,11 +204,10 @@ def inspect_episodes_cmd(
     ] = None,
 ) -> None:
     """Summarize a corpus version, render episodes, run SQL over its shards, or compare two versions."""
-    from pathlib import Path
-
     from .corpus import open_corpus
     from .inspect import compare as compare_mod
     from .inspect import query, render, summary, views
+    from .outputs import check_writable_output
 
     modes = [
         m
@@ -201,11 +222,11 @@ def inspect_episodes_cmd(
         for renderable in compare_mod.comparison_tables(compare_mod.compare_versions(corpus_dir, *compare)):
             console.print(renderable)
         return
+    output_path = check_writable_output(output, kind="file", what="--output") if output else None
+    chosen = query.choose_format(fmt, output_path) if sql else None
     corpus = open_corpus(corpus_dir, version)
     con = views.open_views(corpus)
     if sql:
-        output_path = Path(output) if output else None
-        chosen = query.choose_format(fmt, output_path)
         relation = query.run_query(con, sql)
         if chosen == "table":
             frame = query.query_frame(relation, limit + 1)
@@ -283,8 +304,8 @@ def publish_cmd(
     table = Table(title=f"{repo} ← {hub_folder.label}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
-    for f in sorted(p for p in hub_folder.path.rglob("*") if p.is_file()):
-        table.add_row(str(f.relative_to(hub_folder.path)), f"{f.stat().st_size:,}")
+    for rel in hub_folder.files:
+        table.add_row(str(rel), f"{(hub_folder.path / rel).stat().st_size:,}")
     console.print(table)
     if dry_run:
         console.print(

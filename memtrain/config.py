@@ -76,23 +76,30 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    """Build `cls` from a mapping; unknown keys and ill-typed values raise ConfigError naming `source`."""
+def from_dict(
+    cls: type[T], data: dict[str, Any], source: str = "config", key_sources: dict[str, str] | None = None
+) -> T:
+    """Build `cls` from a mapping; unknown keys and ill-typed values raise ConfigError naming their source.
+
+    `key_sources` names where particular keys came from (e.g. `-o seed=x`); the others come from `source`.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+    key_sources = key_sources or {}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
+        where = key_sources.get(unknown[0], source)
         raise ConfigError(
-            f"{source}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}"
+            f"{where}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for key, value in data.items():
         try:
             kwargs[key] = _coerce(value, hints[key], key)
         except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{key_sources.get(key, source)}: {exc}") from None
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -131,11 +138,11 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
         data.update(loaded)
-    if isinstance(overrides, dict):
-        data.update(overrides)
-    else:
-        data.update(parse_overrides(overrides))
-    return from_dict(cls, data, source)
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    data.update(overrides)
+    key_sources = {key: f"-o {key}={value}" for key, value in overrides.items()}
+    return from_dict(cls, data, source, key_sources)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -327,15 +327,6 @@ def test_the_english_excerpt_as_jsonl_passes_the_text_check(enwiki_excerpt, tmp_
 # --- the build ------------------------------------------------------------------------------------------
 
 
-def _build_checks_language() -> bool:
-    import inspect
-
-    from memtrain.pipeline import build
-
-    return "check_language" in inspect.getsource(build.build_corpus)
-
-
-@pytest.mark.skipif(not _build_checks_language(), reason="build_corpus does not call read.check_language yet")
 def test_build_corpus_refuses_a_bulgarian_dump_in_one_line_before_any_work(bgwiki, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(

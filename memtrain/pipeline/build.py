@@ -38,10 +38,11 @@ from .. import __version__, assets
 from ..config import to_dict
 from ..corpus import CorpusVersion, list_versions, open_corpus
 from ..errors import InputError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, exclusive_lock, write_json_atomic
+from ..outputs import check_writable_output
 from . import read
 from .clean import clean_page
-from .config import CorpusConfig
+from .config import PRESETS, CorpusConfig
 from .episodes import PassageStore, Plan, Rejection, draw_pivot, entity_spans, mask_episode, plan_episode
 from .executors import InlineExecutor, make_executor, resolve_workers
 from .ner import NerCache, load_ner, run_ner
@@ -188,10 +189,47 @@ def absolute(shard: read.SourceShard) -> read.SourceShard:
     return dataclasses.replace(shard, path=str(path.resolve())) if path.exists() else shard
 
 
+def unit_stats(parquet: Path) -> dict:
+    """Stats of a finished unit (a Parquet file and its JSON), with what a later run checks it against."""
+    return {"rows": pq.ParquetFile(parquet).metadata.num_rows, "sha256": assets.sha256_file(parquet)}
+
+
+def is_finished(parquet: Path, reporter: Reporter) -> bool:
+    """A unit is finished when its Parquet file and stats exist and the file is the one the stats describe.
+
+    A damaged unit (truncated, bytes flipped, stats not JSON) is memtrain's own cache: it is removed and
+    rebuilt, with a warning, instead of being read as good.
+    """
+    stats_file = parquet.with_suffix(".json")
+    if not (parquet.exists() and stats_file.exists()):
+        return False
+    problem = None
+    try:
+        stats = json.loads(stats_file.read_text())
+        rows = pq.ParquetFile(parquet).metadata.num_rows
+        expected = stats.get("file") if isinstance(stats, dict) else None
+        if not isinstance(stats, dict):
+            problem = "its stats file is not what memtrain writes"
+        elif expected is None:
+            pass  # written before units carried their checksum: a readable footer is all there is to check
+        elif assets.sha256_file(parquet) != expected.get("sha256"):
+            problem = "its checksum does not match"
+        elif rows != expected.get("rows"):
+            problem = "its row count does not match"
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+        problem = f"it cannot be read ({' '.join(str(exc).split())[:120]})"
+    if problem is None:
+        return True
+    reporter.log(f"warning: {parquet}: damaged cached shard ({problem}); rebuilding it")
+    parquet.unlink(missing_ok=True)
+    stats_file.unlink(missing_ok=True)
+    return False
+
+
 def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     outputs = [folder / f"shard-{i:05d}.parquet" for i in range(len(shards))]
-    todo = [i for i, out in enumerate(outputs) if not (out.exists() and out.with_suffix(".json").exists())]
+    todo = [i for i, out in enumerate(outputs) if not is_finished(out, reporter)]
     reporter.start("read", total=None, unit="pages")
     for i, out in enumerate(outputs):
         if i not in todo:
@@ -206,7 +244,7 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
                 on_page = functools.partial(reporter.advance, "read")
                 clean_pool = None if isinstance(pool, InlineExecutor) else pool
                 stats = process_shard(shards[i], *args, str(outputs[i]), on_page, clean_pool)
-                write_json_atomic(outputs[i].with_suffix(".json"), stats)
+                write_json_atomic(outputs[i].with_suffix(".json"), {**stats, "file": unit_stats(outputs[i])})
                 reporter.advance("read", stats["pages"] % 100)
     else:
         with make_executor(config.executor, min(workers, len(todo))) as pool:
@@ -216,8 +254,8 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
                 for i in todo
             }
             for future in as_completed(futures):
-                stats = future.result()
-                write_json_atomic(outputs[futures[future]].with_suffix(".json"), stats)
+                stats, out = future.result(), outputs[futures[future]]
+                write_json_atomic(out.with_suffix(".json"), {**stats, "file": unit_stats(out)})
                 reporter.advance("read", stats["pages"])
     reporter.finish("read")
     return outputs
@@ -244,15 +282,24 @@ def load_store(files: list[Path], tokenizer) -> PassageStore:
 def run_related_stage(config, store: PassageStore, work: Path, reporter: Reporter):
     folder = work / f"index-{config.retriever}"
     reporter.start("related", total=1, unit="index")
-    if not folder.exists():
+    retriever = None
+    if folder.exists():
+        try:
+            retriever = load_retriever(config.retriever, folder)
+            if retriever.num_docs != len(store):
+                raise ValueError(f"it indexes {retriever.num_docs} passages, not {len(store)}")
+        except (OSError, ValueError, KeyError) as exc:
+            reason = " ".join(str(exc).split())[:120]
+            reporter.log(f"warning: {folder}: damaged cached index ({reason}); rebuilding it")
+            shutil.rmtree(folder)
+            retriever = None
+    if retriever is None:
         retriever = build_retriever(config.retriever)
         retriever.index(store.strings)
         tmp = work / f".tmp-index-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         retriever.save(tmp)
         os.replace(tmp, folder)
-    else:
-        retriever = load_retriever(config.retriever, folder)
     reporter.advance("related", 1)
     reporter.finish("related")
     return retriever
@@ -392,10 +439,11 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
     size = config.episodes_per_shard
     ranges = [range(s, min(s + size, config.num_episodes)) for s in range(0, config.num_episodes, size)]
     outputs = [folder / f"shard-{k:05d}.parquet" for k in range(len(ranges))]
-    todo = [k for k, out in enumerate(outputs) if not (out.exists() and out.with_suffix(".json").exists())]
+    todo = [k for k, out in enumerate(outputs) if not is_finished(out, reporter)]
     reporter.start("ner", total=None, unit="passages")
     reporter.start("episodes", total=config.num_episodes, unit="episodes")
     reporter.advance("episodes", sum(len(ranges[k]) for k in range(len(ranges)) if k not in todo))
+    ner_seconds = 0.0
     if todo:
         nlp = load_ner(config.ner_model)
         cache = NerCache(cache_dir, config.ner_model)
@@ -405,44 +453,47 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
                 rows, stats = build_episode_shard(
                     config, ranges[k], store, retriever, nlp, cache, executor, reporter
                 )
+                ner_seconds += stats["ner_seconds"]
                 cache.flush()
                 table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
-                write_json_atomic(outputs[k].with_suffix(".json"), stats)
                 with atomic_path(outputs[k]) as tmp:
                     pq.write_table(table, tmp, compression="zstd")
+                write_json_atomic(outputs[k].with_suffix(".json"), {**stats, "file": unit_stats(outputs[k])})
     reporter.finish("ner")
     reporter.finish("episodes")
-    return outputs
+    return outputs, ner_seconds
 
 
 # --- stage 7: the versioned output ----------------------------------------------------------------------
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def publish_version(root: Path, passage_files, episode_files, manifest: dict, stats: dict) -> Path:
+    """Assemble `v<N>` from copies of the shards, with each copy's sha256, size and rows in the manifest."""
+    from ..corpus import reflink_or_copy, shard_record
+
     version = max(list_versions(root), default=0) + 1
     tmp = root / f".v{version}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "episodes").mkdir(parents=True)
-    (tmp / "passages").mkdir()
-    files = {"episodes": [], "passages": []}
-    nonempty_episode_files = [f for f in episode_files if pq.ParquetFile(f).metadata.num_rows > 0]
-    for table, sources in (("passages", passage_files), ("episodes", nonempty_episode_files)):
-        for i, src in enumerate(sources):
-            rel = f"{table}/{table}-{i:05d}-of-{len(sources):05d}.parquet"
-            link_or_copy(src, tmp / rel)
-            files[table].append(rel)
-    manifest = {**manifest, "version": version, "files": files}
-    write_json_atomic(tmp / "stats.json", stats)
-    write_json_atomic(tmp / "manifest.json", manifest)
-    final = root / f"v{version}"
-    os.replace(tmp, final)
+    try:
+        (tmp / "episodes").mkdir(parents=True)
+        (tmp / "passages").mkdir()
+        files: dict[str, list[str]] = {"episodes": [], "passages": []}
+        checksums: dict[str, dict] = {}
+        nonempty_episode_files = [f for f in episode_files if pq.ParquetFile(f).metadata.num_rows > 0]
+        for table, sources in (("passages", passage_files), ("episodes", nonempty_episode_files)):
+            for i, src in enumerate(sources):
+                rel = f"{table}/{table}-{i:05d}-of-{len(sources):05d}.parquet"
+                reflink_or_copy(src, tmp / rel)
+                files[table].append(rel)
+                checksums[rel] = shard_record(tmp / rel)
+        manifest = {**manifest, "version": version, "files": files, "checksums": checksums}
+        write_json_atomic(tmp / "stats.json", stats)
+        write_json_atomic(tmp / "manifest.json", manifest)
+        final = root / f"v{version}"
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
 
 
@@ -458,16 +509,36 @@ def episode_summary(files: list[Path]) -> dict:
     return {"episodes": episodes, "tokens": tokens, "masks": masks, "labels": dict(labels.most_common())}
 
 
+def remove_temporaries(root: Path) -> None:
+    """Remove what interrupted runs left under a corpus folder: temporary files and folders, never results.
+
+    Called only while holding the corpus lock, so no other build can be writing them.
+    """
+    for pattern in (".v*.tmp-*", ".work/*/.*.tmp", ".cache/**/.*.tmp", ".cache/*/.tmp-index-*"):
+        for path in root.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def build_corpus(
     config: CorpusConfig, out: str | Path = "corpora", reporter: Reporter | None = None
 ) -> BuildResult:
-    """Build (or resume, or find already built) the corpus version that `config` describes."""
+    """Build (or resume, or find already built) the corpus version that `config` describes.
+
+    One build at a time writes a corpus folder: a second one into the same `OUT/<name>` is refused at once.
+    """
     reporter = reporter or Reporter()
-    root = Path(out) / config.name
+    root = check_writable_output(Path(out) / config.name, kind="dir", what="--out")
+    with exclusive_lock(root, "building this corpus"):
+        remove_temporaries(root)
+        return _build_locked(config, root, reporter)
+
+
+def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> BuildResult:
     source = resolve_source(config)
     shards = read.plan_shards(
         source, streams_per_shard=config.streams_per_shard, hf_split=config.hf_split, hf_name=config.hf_name
     )
+    read.check_language(shards, config.ner_model)
     cache_dir = root / ".cache"
     fingerprint = cached_fingerprint(source, cache_dir)
     build_id = build_identity(config, fingerprint)
@@ -479,7 +550,7 @@ def build_corpus(
 
     work = root / ".work" / build_id
     work.mkdir(parents=True, exist_ok=True)
-    # Passages and the index live in the shared cache: the version folder hard-links the same files.
+    # Passages and the index live in the shared cache; a version folder holds copies of the shards.
     passage_dir = cache_dir / f"passages-{passages_identity(config, fingerprint)}"
     seconds: dict[str, float] = {}
 
@@ -503,22 +574,24 @@ def build_corpus(
     store = load_store(passage_files, tokenizer)
     need = 1 + config.num_related
     if len(store) < need or int(store.num_tokens.sum()) < config.min_tokens:
+        tiny = PRESETS["tiny"]
+        smaller = config.num_related > tiny["num_related"] or config.min_tokens > tiny["min_tokens"]
         raise InputError(
             source,
             f"too little text: {len(store)} passages, {int(store.num_tokens.sum())} tokens, but an episode "
             f"needs {need}+ passages and at least min_tokens={config.min_tokens} tokens (use a larger "
-            "source, or lower num_related/min_tokens, e.g. --preset tiny)",
+            f"source, or lower num_related/min_tokens{', e.g. --preset tiny' if smaller else ''})",
         )
     retriever = run_related_stage(config, store, passage_dir, reporter)
     seconds["related"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    episode_files = run_episode_stage(config, store, retriever, work, cache_dir, reporter)
+    episode_files, ner_seconds = run_episode_stage(config, store, retriever, work, cache_dir, reporter)
     episode_stats = [json.loads(f.with_suffix(".json").read_text()) for f in episode_files]
     rejections: collections.Counter = collections.Counter()
     for s in episode_stats:
         rejections.update(s["rejections"])
-    ner_seconds = sum(s["ner_seconds"] for s in episode_stats)
+    # This run's times: a resumed build spends nothing on the shards an earlier run finished.
     seconds["ner"] = ner_seconds
     seconds["episodes"] = time.perf_counter() - t - ner_seconds
     summary = episode_summary(episode_files)

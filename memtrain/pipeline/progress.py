@@ -30,6 +30,7 @@ class RichReporter(Reporter):
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         self.progress = Progress(
@@ -40,6 +41,8 @@ class RichReporter(Reporter):
             TextColumn("{task.fields[unit]}"),
             TextColumn("[cyan]{task.fields[rate]}"),
             TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
             console=console,
             transient=False,
         )

@@ -16,6 +16,8 @@ from bm25s.tokenization import Tokenizer
 
 class Retriever(Protocol):
     def index(self, texts: list[str]) -> None: ...
+    @property
+    def num_docs(self) -> int: ...
     def save(self, folder: Path) -> None: ...
     def related(self, query_indices: list[int], query_texts: list[str], k: int) -> list[list[int]]: ...
 
@@ -37,6 +39,10 @@ class BM25Retriever:
         self.model.save(str(folder), show_progress=False)
         self.tokenizer.save_vocab(str(folder))
 
+    @property
+    def num_docs(self) -> int:
+        return int(self.model.scores["num_docs"])
+
     @classmethod
     def load(cls, folder: Path) -> BM25Retriever:
         retriever = cls()
@@ -50,8 +56,7 @@ class BM25Retriever:
             return [[] for _ in query_texts]
         ids = self.tokenizer.tokenize(query_texts, update_vocab=False, return_as="ids", show_progress=False)
         vocab = self.tokenizer.get_vocab_dict()
-        n_docs = int(self.model.scores["num_docs"])
-        top = min(k + 1, n_docs)
+        top = min(k + 1, self.num_docs)
         docs, scores = self.model.retrieve(
             bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), k=top, show_progress=False, n_threads=1
         )
