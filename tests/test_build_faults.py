@@ -98,7 +98,7 @@ def test_a_full_disk_fails_in_one_line_and_leaves_no_temporaries(tmp_path):
         assert temporaries(folder) == []
 
 
-def test_a_damaged_cached_passage_shard_is_detected_and_rebuilt(tmp_path, tiny_corpus):
+def test_damaged_cached_passages_and_ner_results_are_detected_and_rebuilt(tmp_path, tiny_corpus):
     root = tmp_path / "out" / "enwiki"
     shutil.copytree(tiny_corpus.path.parent, root)
     shutil.rmtree(root / "v1")
@@ -107,9 +107,12 @@ def test_a_damaged_cached_passage_shard_is_detected_and_rebuilt(tmp_path, tiny_c
     middle = len(data) // 2
     data[middle : middle + 2000] = bytes(b ^ 0xFF for b in data[middle : middle + 2000])
     shard.write_bytes(bytes(data))
+    (ner_part, *_) = sorted(root.glob(".cache/ner-*/part-*.parquet"))
+    ner_part.write_bytes(ner_part.read_bytes()[:100])
     result = memtrain("build-corpus", "--out", str(tmp_path / "out"), *TINY)
     assert result.returncode == 0, result.stderr
     assert "damaged cached shard" in result.stdout + result.stderr
+    assert "damaged NER cache part" in result.stdout + result.stderr
     assert pq.read_table(shard).num_rows == tiny_corpus.manifest["counts"]["passages"]
     rebuilt = sorted((root / "v1" / "episodes").glob("*.parquet"))
     assert [f.read_bytes() for f in rebuilt] == [f.read_bytes() for f in tiny_corpus.episode_files()]

@@ -446,7 +446,7 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
     ner_seconds = 0.0
     if todo:
         nlp = load_ner(config.ner_model)
-        cache = NerCache(cache_dir, config.ner_model)
+        cache = NerCache(cache_dir, config.ner_model, log=reporter.log)
         workers = resolve_workers(config.workers)
         with make_executor(config.executor, workers, start_assembly_worker, (config.tokenizer,)) as executor:
             for k in todo:

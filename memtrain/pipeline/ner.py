@@ -104,7 +104,9 @@ class NerCache:
     passages and on `flush()`: an interrupted run keeps all but its last unflushed results.
     """
 
-    def __init__(self, folder: Path, model_name: str, flush_every: int = 10000) -> None:
+    def __init__(
+        self, folder: Path, model_name: str, flush_every: int = 10000, log: Callable[[str], None] = print
+    ) -> None:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
         self.folder = folder / f"ner-{safe}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,12 @@ class NerCache:
         self.entities: dict[str, tuple[str, list[dict]]] = {}
         self.unsaved: list[str] = []
         for part in sorted(self.folder.glob("part-*.parquet")):
-            table = pq.read_table(part)
+            try:
+                table = pq.read_table(part, schema=CACHE_SCHEMA)
+            except (OSError, ValueError) as exc:  # a damaged part is only lost cache: recognise it again
+                log(f"warning: {part}: damaged NER cache part ({exc}); its passages are recognised again")
+                part.unlink()
+                continue
             for pid, sha, ents in zip(*(table[c].to_pylist() for c in CACHE_SCHEMA.names), strict=True):
                 self.entities[pid] = (sha, ents)
 
@@ -141,7 +148,7 @@ class NerCache:
             },
             schema=CACHE_SCHEMA,
         )
-        number = len(list(self.folder.glob("part-*.parquet")))
+        number = 1 + max((int(p.stem.split("-")[1]) for p in self.folder.glob("part-*.parquet")), default=-1)
         with atomic_path(self.folder / f"part-{number:06d}.parquet") as tmp:
             pq.write_table(table, tmp, compression="zstd")
         self.unsaved = []
