@@ -24,7 +24,7 @@ from .inspect.views import first_row, open_views, translate_errors
 from .io import atomic_path
 from .pipeline.schema import MASK
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "data_cards"
+TEMPLATES = Path(__file__).resolve().parent / "data_cards"
 DEFAULT_TEMPLATE = TEMPLATES / "episodes.md.j2"
 CARD_NAME = "README.md"
 EXAMPLE_CHARS = 1500
