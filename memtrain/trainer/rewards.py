@@ -1,10 +1,15 @@
-"""Answer extraction, SQuAD-style metrics and MemTrain's rewards (Eq. 1 and Eq. 2).
+"""Answer extraction, SQuAD-style metrics and MemTrain's rewards (Eq. 1 and Eq. 2): the one home of every
+metric (training rewards and ``memtrain eval`` scoring import them from here).
 
-* The prediction is the content of the last complete ``\\boxed{...}`` (nested braces allowed); no box → no
-  answer, which scores 0 on every metric.
-* Metrics compare SQuAD-normalized strings (lower case, punctuation and articles removed, spaces collapsed)
-  and take the max over a list of gold aliases: exact match, sub-EM (a gold answer contained in the
-  prediction, the "accuracy" of the long-document HotpotQA table) and token F1.
+* Training: the prediction is the content of the last complete ``\\boxed{...}`` (nested braces allowed); no
+  box → no answer, which scores 0 on every metric.
+* Evaluation (:func:`parse_answer`): the last complete ``\\boxed{...}``, else the text after the last
+  "the answer is" (MemAgent's parser for its non-boxed prompts); the parser that matched is returned too.
+* Metrics compare SQuAD-normalized strings (lower case, punctuation and articles removed, spaces collapsed):
+  ``em`` (exact match, max over gold aliases), ``f1`` (token F1, max over aliases; 0 on a yes/no mismatch as
+  HotpotQA's official F1), ``sub_em`` (MemAgent's "accuracy" of the long-document HotpotQA table:
+  containment in either direction, first gold only) and ``contains`` (a gold alias contained in the
+  prediction; memtrain's earlier one-directional sub-EM, kept under this name and as ``sub_exact_match``).
 * ``e2e_reward``: ``R_E = EM + λ·mean(recall EMs)`` when coupled, ``EM`` alone when not (the *Decoupled*
   ablation).
 
@@ -70,6 +75,54 @@ def _golds(gold: Gold) -> list[str]:
     return [gold] if isinstance(gold, str) else [g for g in gold if isinstance(g, str)]
 
 
+_THINK_END = "</think>"
+_ANSWER_IS = "the answer is"
+# End-of-turn markers MemAgent removes from the text after "the answer is" (DeepSeek-R1 distills print them).
+_ANSWER_IS_JUNK = ("<\uff5cAssistant\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>")
+
+
+def extract_answer_is(text: str | None) -> str | None:
+    """The text after the last "the answer is", cut as MemAgent cuts it, or None when the phrase is absent.
+
+    MemAgent (``taskutils/memory_eval/utils/__init__.py: extract_answer``): ``*`` removed everywhere first
+    (markdown bold), the phrase matched case-sensitively (its prompt asks for "Therefore, the answer is
+    ..."), everything after the last occurrence kept, surrounding spaces and periods stripped. The rest of
+    the text stays in the answer; containment scoring (``sub_em``) tolerates that.
+    """
+    if not text:
+        return None
+    text = text.replace("*", "")
+    if _ANSWER_IS not in text:
+        return None
+    answer = text.rsplit(_ANSWER_IS, 1)[-1].strip()
+    for junk in _ANSWER_IS_JUNK:
+        answer = answer.replace(junk, "")
+    return answer.strip().strip(".").strip()
+
+
+def parse_answer(text: str | None) -> tuple[str | None, str | None]:
+    """``(answer, parser)`` for an evaluation response: parser ``"boxed"`` (the last complete ``\\boxed{}``,
+    see :func:`extract_boxed`), else ``"answer_is"`` (:func:`extract_answer_is`), else ``(None, None)``.
+
+    A reasoning model's text is read after its last ``</think>`` when anything follows it (MemAgent's
+    ``extract_solution``). An empty box gives ``("", "boxed")``: a parser matched, the answer is empty and
+    scores 0.
+    """
+    if not text:
+        return None, None
+    if _THINK_END in text:
+        tail = text.rsplit(_THINK_END, 1)[-1].strip()
+        if tail:
+            text = tail
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed, "boxed"
+    answer = extract_answer_is(text)
+    if answer is not None:
+        return answer, "answer_is"
+    return None, None
+
+
 def exact_match(prediction: str | None, gold: Gold) -> float:
     """1.0 if the normalized prediction equals a normalized gold alias."""
     if prediction is None:
@@ -78,22 +131,53 @@ def exact_match(prediction: str | None, gold: Gold) -> float:
     return float(any(pred == normalize_answer(g) for g in _golds(gold)))
 
 
-def sub_exact_match(prediction: str | None, gold: Gold) -> float:
-    """1.0 if a (non-empty) normalized gold alias is contained in the normalized prediction."""
+def contains(prediction: str | None, gold: Gold) -> float:
+    """1.0 if a (non-empty) normalized gold alias is contained in the normalized prediction (one direction
+    only; any alias counts)."""
     if prediction is None:
         return 0.0
     pred = normalize_answer(prediction)
     return float(any((g := normalize_answer(alias)) and g in pred for alias in _golds(gold)))
 
 
+sub_exact_match = contains  # the name this metric had before ``sub_em`` became MemAgent's
+
+
+def sub_em(prediction: str | None, gold: Gold) -> float:
+    """MemAgent's sub-EM, the "accuracy" of the paper's long-document HotpotQA table.
+
+    As MemAgent's ``sub_exact_match_score`` (``taskutils/memory_eval/utils/__init__.py``) scores it in
+    ``ruler_hqa.py``: only the first gold answer is scored; 1.0 when the normalized gold is a substring of the
+    normalized prediction *or* the normalized prediction a substring of the gold; an empty (or missing)
+    prediction scores 0. One deliberate difference: MemAgent checks emptiness before normalizing, so a
+    prediction that normalizes to nothing ("." or "the") is a substring of every gold and scores 1 there;
+    here it scores 0, as does an empty gold.
+    """
+    golds = _golds(gold)
+    if not prediction or not golds:
+        return 0.0
+    pred, first = normalize_answer(prediction), normalize_answer(golds[0])
+    if not pred or not first:
+        return 0.0
+    return float(first in pred or pred in first)
+
+
+_YES_NO = ("yes", "no", "noanswer")
+
+
 def token_f1(prediction: str | None, gold: Gold) -> float:
-    """SQuAD token F1 between the normalized prediction and the best gold alias."""
+    """SQuAD token F1 between the normalized prediction and the best gold alias; as HotpotQA's official F1,
+    0 when either side is yes / no / noanswer and the two differ."""
     if prediction is None:
         return 0.0
-    pred_tokens = normalize_answer(prediction).split()
+    pred = normalize_answer(prediction)
+    pred_tokens = pred.split()
     best = 0.0
     for alias in _golds(gold):
-        gold_tokens = normalize_answer(alias).split()
+        normalized = normalize_answer(alias)
+        if (pred in _YES_NO or normalized in _YES_NO) and pred != normalized:
+            continue
+        gold_tokens = normalized.split()
         if not pred_tokens or not gold_tokens:
             best = max(best, float(pred_tokens == gold_tokens))
             continue
@@ -106,7 +190,8 @@ def token_f1(prediction: str | None, gold: Gold) -> float:
 
 METRICS: dict[str, Callable[[str | None, Gold], float]] = {
     "em": exact_match,
-    "sub_em": sub_exact_match,
+    "sub_em": sub_em,
+    "contains": contains,
     "f1": token_f1,
 }
 
@@ -156,5 +241,7 @@ def boxed_reward(metric: str = "em", answer_column: str = "answer") -> Callable[
 
 
 exact_match_reward = boxed_reward("em")
-sub_exact_match_reward = boxed_reward("sub_em")
+sub_em_reward = boxed_reward("sub_em")
+contains_reward = boxed_reward("contains")
+sub_exact_match_reward = contains_reward  # one-directional, as before ``sub_em`` became MemAgent's
 f1_reward = boxed_reward("f1")
