@@ -6,11 +6,18 @@ Each prompt is its own request (with its own seed), sent concurrently so the ser
 Token ids and log-probs come from the response's ``logprobs`` block. They are exact when the server names
 tokens as ``token_id:<id>`` (vLLM and ``memtrain serve`` do, with ``return_tokens_as_token_ids``); otherwise
 the completion text is re-encoded with the local tokenizer, which is fine for evaluation but not for training.
+
+A connection the server resets or drops before answering (a full listen queue, a restart) is retried
+`retries` times with exponential backoff from `backoff_s`; refused connections, timeouts and HTTP errors are
+reported at once, as one line.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import random
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -22,6 +29,29 @@ from ..types import Generation
 from . import SamplingParams
 
 TOKEN_ID_PREFIX = "token_id:"
+
+# Errors of a connection the server took and then dropped without an answer: safe to send again.
+_DROPPED = (
+    ConnectionResetError,  # http.client.RemoteDisconnected included
+    ConnectionAbortedError,
+    BrokenPipeError,
+    http.client.IncompleteRead,
+)
+
+
+def _dropped(exc: BaseException) -> bool:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, _DROPPED)
+
+
+def _error_message(body: bytes) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else the body's start."""
+    text = body.decode(errors="replace")
+    try:
+        message = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return " ".join(text.split())[:300]
+    return str(message)
 
 
 class OpenAIBackend:
@@ -37,6 +67,8 @@ class OpenAIBackend:
         api_key: str | None = None,
         max_concurrency: int = 32,
         timeout_s: float = 600.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
     ):
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.model = model
@@ -44,6 +76,8 @@ class OpenAIBackend:
         self.api_key = api_key
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
 
     @classmethod
     def connect(
@@ -66,19 +100,38 @@ class OpenAIBackend:
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if self.api_key:
-            request.add_header("Authorization", f"Bearer {self.api_key}")
+        url = self.base_url + path
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(url, data=data, method=method)
+            request.add_header("Content-Type", "application/json")
+            if self.api_key:
+                request.add_header("Authorization", f"Bearer {self.api_key}")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    answer = response.read()
+                break
+            except urllib.error.HTTPError as exc:
+                raise MemtrainError(f"{url}: HTTP {exc.code}: {_error_message(exc.read())}") from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if isinstance(reason, TimeoutError):
+                    raise MemtrainError(f"{url}: no answer within {self.timeout_s:g} s") from None
+                if not _dropped(exc):
+                    raise MemtrainError(f"{url}: cannot reach the server ({reason})") from None
+                if attempt == self.retries:
+                    raise MemtrainError(
+                        f"{url}: cannot reach the server: the connection was dropped "
+                        f"{attempt + 1} times ({type(reason).__name__}: {reason})"
+                    ) from None
+                # full jitter: concurrent clients reset together do not all come back together
+                time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.0))
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise MemtrainError(f"{self.base_url}{path}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise MemtrainError(f"{self.base_url}{path}: cannot reach the server ({reason})") from None
+            payload = json.loads(answer)
+        except ValueError:
+            raise MemtrainError(f"{url}: the server answered something that is not JSON") from None
+        if not isinstance(payload, dict):
+            raise MemtrainError(f"{url}: the server answered JSON that is not an object")
+        return payload
 
     def _complete(self, prompt: Sequence[int], params: SamplingParams, seed: int | None) -> Generation:
         body: dict[str, Any] = {
@@ -93,7 +146,10 @@ class OpenAIBackend:
         }
         if seed is not None:
             body["seed"] = seed
-        choice = self._request("POST", "/v1/completions", body)["choices"][0]
+        choices = self._request("POST", "/v1/completions", body).get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise MemtrainError(f"{self.base_url}/v1/completions: the answer has no choices")
+        choice = choices[0]
         text = choice.get("text") or ""
         block = choice.get("logprobs") or {}
         tokens = block.get("tokens") or []

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, StaticCache
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StaticCache,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation import utils as generation_utils
 
 from ..types import Generation
@@ -47,6 +53,18 @@ class SampledLogprobs(LogitsProcessor):
         return torch.stack(self.columns, dim=1)
 
 
+class Cancelled(StoppingCriteria):
+    """Ends the rows whose prompt `cancelled(index)` reports as no longer wanted, between decoding steps."""
+
+    def __init__(self, cancelled: Callable[[int], bool], indices: list[int]):
+        self.cancelled = cancelled
+        self.indices = indices
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        flags = [self.cancelled(i) for i in self.indices]
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+
 class TransformersBackend:
     """Generates with a loaded ``transformers`` causal LM; prompts are split into micro-batches of
     similar length.
@@ -77,16 +95,28 @@ class TransformersBackend:
         loaded, tokenizer = load_model(model, device=device, dtype=dtype)
         return cls(loaded, tokenizer, **options)
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        cancelled: Callable[[int], bool] | None = None,
+    ) -> list[Generation]:
+        """`cancelled(i)`, when given, is asked between decoding steps whether prompt i is still wanted;
+        a cancelled prompt's generation stops there (or never starts) and comes back cut short."""
         # Sorting by length keeps padding small inside each micro-batch; results go back in prompt order.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for b, start in enumerate(range(0, len(order), self.max_batch_size)):
             indices = order[start : start + self.max_batch_size]
-            seed = None if params.seed is None else params.seed * 1_000_003 + b
-            for i, generation in zip(
-                indices, self._generate_batch([prompts[i] for i in indices], params, seed), strict=True
-            ):
+            if cancelled is not None and all(cancelled(i) for i in indices):
+                for i in indices:
+                    results[i] = Generation(list(prompts[i]), [], [], "", "length")
+                continue
+            # torch takes seeds modulo 2**64 (negative ones too); reducing here keeps any int a valid seed
+            seed = None if params.seed is None else (params.seed * 1_000_003 + b) % 2**64
+            stop = None if cancelled is None else Cancelled(cancelled, indices)
+            batch = self._generate_batch([prompts[i] for i in indices], params, seed, stop)
+            for i, generation in zip(indices, batch, strict=True):
                 results[i] = generation
         return results  # type: ignore[return-value]
 
@@ -132,7 +162,11 @@ class TransformersBackend:
         return ids, mask
 
     def _generate_batch(
-        self, prompts: list[Sequence[int]], params: SamplingParams, seed: int | None
+        self,
+        prompts: list[Sequence[int]],
+        params: SamplingParams,
+        seed: int | None,
+        stop: StoppingCriteria | None = None,
     ) -> list[Generation]:
         width = max(len(p) for p in prompts)
         input_ids, attention_mask = self._left_pad(prompts, width)
@@ -162,6 +196,7 @@ class TransformersBackend:
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_ids,
                 logits_processor=LogitsProcessorList([recorder]),
+                **({"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}),
                 use_cache=True,
                 disable_compile=True,  # shapes change every call: compiling would recompile each time
                 **{_CACHE_KWARG: cache},
