@@ -2,12 +2,16 @@
 
 Metrics: end-to-end EM (or the configured answer metric), recall EM, mean reward, turns per trajectory, prompt
 and completion tokens per turn, and generated tokens per second. Trajectories can be saved as one Parquet file
-(memories per turn, final answer, rewards, recall probe), written atomically.
+(memories per turn, final answer, rewards, recall probe), written atomically. The output path is checked
+before the model loads; if the write still fails at the end, the trajectories go to a fallback file and the
+error says where (`TrajectoriesNotSaved`): finished work is never lost to a late write error.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -20,6 +24,7 @@ import pyarrow.parquet as pq
 from .corpus import open_corpus
 from .errors import ConfigError, MemtrainError
 from .io import atomic_path
+from .outputs import check_writable_output
 from .trainer.agent import AgentConfig, CallStats, rollout
 from .trainer.backends import GenerationBackend, load_backend
 from .trainer.types import Trajectory
@@ -131,15 +136,97 @@ def trajectory_rows(trajectories: Iterable[Trajectory]) -> list[dict[str, Any]]:
     return rows
 
 
+class TrajectoriesNotSaved(MemtrainError):
+    """The trajectories could not be written where asked; they were saved at `saved_to` instead (None: nowhere
+    could be written). `report` and `trajectories` are the finished run's."""
+
+    def __init__(self, message: str, report: RolloutReport, trajectories: list[Trajectory], saved_to):
+        super().__init__(message)
+        self.report = report
+        self.trajectories = trajectories
+        self.saved_to = saved_to
+
+
+def _is_trajectories_file(path: Path) -> bool:
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return False
+    return names == TRAJECTORY_SCHEMA.names
+
+
+def check_trajectories_path(path: str | Path) -> Path:
+    """Raise `ConfigError` unless `path` can take the trajectories file (before any model is loaded): a
+    ``.parquet`` name whose folder accepts new files, and not an existing file other than an earlier
+    rollout's trajectories (which is replaced)."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        raise ConfigError(f"--out: {path}: the trajectories file must end in .parquet")
+    check_writable_output(path, kind="file", what="--out")
+    if path.is_file() and not _is_trajectories_file(path):
+        raise ConfigError(
+            f"--out: {path}: exists and is not a trajectories file of memtrain rollout; it is not replaced, "
+            "choose another path"
+        )
+    return path
+
+
+def _table(trajectories: list[Trajectory]) -> pa.Table:
+    return pa.Table.from_pylist(trajectory_rows(trajectories), schema=TRAJECTORY_SCHEMA)
+
+
 def write_trajectories(path: str | Path, trajectories: list[Trajectory]) -> Path:
     """Save trajectories as one Parquet file (atomic: the file appears complete or not at all)."""
     path = Path(path)
     if path.suffix != ".parquet":
         raise ConfigError(f"{path}: the trajectories file must end in .parquet")
-    table = pa.Table.from_pylist(trajectory_rows(trajectories), schema=TRAJECTORY_SCHEMA)
+    table = _table(trajectories)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return path
+
+
+def fallback_paths(out: str | Path) -> list[Path]:
+    """Where trajectories go when `out` cannot be written: the current folder, memtrain's cache, the system
+    temporary folder (a new name in each, never replacing a file)."""
+    from .assets import cache_dir
+
+    name = f"{Path(out).stem}-unsaved-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.parquet"
+    return [Path.cwd() / name, cache_dir() / "rollouts" / name, Path(tempfile.gettempdir()) / name]
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+
+
+def save_trajectories(out: str | Path, trajectories: list[Trajectory], report: RolloutReport) -> Path:
+    """`write_trajectories` to `out`; when that fails, to the first fallback path that works, then raise
+    `TrajectoriesNotSaved` saying where they are."""
+    try:
+        return write_trajectories(out, trajectories)
+    except (OSError, pa.ArrowException) as exc:
+        failure = _reason(exc)
+    saved_to = None
+    for candidate in fallback_paths(out):
+        if candidate.exists():
+            continue
+        try:
+            saved_to = write_trajectories(candidate, trajectories)
+            break
+        except (OSError, pa.ArrowException):
+            continue
+    recall = "n/a" if report.recall_em is None else f"{report.recall_em:.3f}"
+    summary = f"{report.trajectories} trajectories, E2E {report.e2e_em:.3f}, recall EM {recall}"
+    where = (
+        f"they were saved to {saved_to} instead"
+        if saved_to is not None
+        else "no fallback location could be written either; they are lost"
+    )
+    raise TrajectoriesNotSaved(
+        f"--out: could not write {out} ({failure}); {where} ({summary})", report, trajectories, saved_to
+    )
 
 
 def read_episodes(corpus: str | Path, episodes: int, version: int | None = None, skip: int = 0) -> list[dict]:
@@ -165,6 +252,8 @@ def run_rollout(
     """Roll out `episodes` in groups of `episodes_per_call` (each group's trajectories batched together)."""
     if episodes_per_call < 1:
         raise ConfigError(f"episodes_per_call must be at least 1, got {episodes_per_call}")
+    if out is not None:
+        check_trajectories_path(out)
     generation_seconds = 0.0
 
     def record(stats: CallStats) -> None:
@@ -180,7 +269,7 @@ def run_rollout(
         trajectories += rollout(batch, backend, config, seed=config.seed + first, on_call=record)
     report = summarize(trajectories, generation_seconds, time.perf_counter() - start)
     if out is not None:
-        report.output = str(write_trajectories(out, trajectories))
+        report.output = str(save_trajectories(out, trajectories, report))
     return report, trajectories
 
 
@@ -202,9 +291,14 @@ def rollout_corpus(
     """Load `model` with `backend`, read `episodes` episodes of `corpus`, roll them out, optionally save
     them."""
     config = config or AgentConfig.preset("tiny")
-    selected = read_episodes(corpus, episodes, version, skip)  # a bad corpus fails before the model loads
-    if out is not None and Path(out).suffix != ".parquet":
-        raise ConfigError(f"{out}: the trajectories file must end in .parquet")
+    # Everything that can fail cheaply fails before the model loads: the output path, the device, the corpus.
+    if out is not None:
+        check_trajectories_path(out)
+    if backend == "transformers":
+        from .trainer.models import resolve_device
+
+        device = resolve_device(device)
+    selected = read_episodes(corpus, episodes, version, skip)
     generator = load_backend(backend, model, device=device, base_url=base_url)
     return run_rollout(
         selected, generator, config, episodes_per_call=episodes_per_call, out=out, on_call=on_call

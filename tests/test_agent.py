@@ -1,4 +1,5 @@
 import pytest
+import torch
 from agent_support import shortened, smollm2_backend
 
 from memtrain.errors import ConfigError, MemtrainError
@@ -187,3 +188,99 @@ def test_memtrain_rollout_on_a_missing_corpus_fails_with_one_line(tmp_path):
     result = CliRunner().invoke(app, ["rollout", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "no such corpus folder" in result.output and "Traceback" not in result.output
+
+
+def test_memtrain_rollout_refuses_a_bad_out_before_loading_anything(tiny_corpus, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from memtrain.cli import app
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    (tmp_path / "folder.parquet").mkdir()
+    not_ours = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1]}), not_ours)
+    missing_model = tmp_path / "missing.gguf"  # loading it would fail: the --out error must come first
+    for out, problem in [
+        (tmp_path / "folder.parquet", "is a directory"),
+        (a_file / "run.parquet", "notes.txt is not a directory"),
+        (tmp_path / "run.csv", "must end in .parquet"),
+        (not_ours, "exists and is not a trajectories file of memtrain rollout"),
+    ]:
+        args = ["rollout", str(tiny_corpus.path), "--model", str(missing_model), "--out", str(out)]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+        assert result.exit_code == 1, result.output
+        assert f"--out: {out}" in result.output and problem in result.output, result.output
+        assert "Traceback" not in result.output
+    assert a_file.read_text() == "mine" and pq.read_table(not_ours).column_names == ["x"]
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="this torch has CUDA")
+def test_cuda_on_a_cpu_only_torch_is_one_line_before_anything_loads(tmp_path):
+    from typer.testing import CliRunner
+
+    from memtrain.cli import app
+    from memtrain.trainer.models import load_model
+
+    expected = f"cuda requested but this torch has no CUDA (torch {torch.__version__}); use --device cpu"
+    with pytest.raises(MemtrainError) as failed:
+        load_model(tmp_path / "missing.gguf", device="cuda")  # the device is checked before the model
+    assert str(failed.value) == expected
+    result = CliRunner().invoke(app, ["rollout", str(tmp_path), "--device", "cuda"], env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and expected in result.output and "Traceback" not in result.output
+
+
+def test_a_rollout_whose_out_becomes_unwritable_saves_its_trajectories_elsewhere_and_says_where(
+    episodes, tmp_path, monkeypatch
+):
+    import pyarrow.parquet as pq
+
+    from memtrain.rollout import TrajectoriesNotSaved, run_rollout
+
+    monkeypatch.chdir(tmp_path)  # the first fallback location is the current folder
+    results = tmp_path / "results"
+    out = results / "run.parquet"  # fine when the rollout starts ...
+
+    def a_file_takes_the_folders_place(call):  # ... until a file is put where its folder would go
+        if not results.exists():
+            results.write_text("not a folder")
+
+    one_chunk = [shortened(episodes[1], 300)]  # two 1-token calls: one update turn, the answer
+    config = AgentConfig.preset("tiny", **{**SMALL_PROBE, "group_size": 1, "recall": False})
+    with pytest.raises(TrajectoriesNotSaved) as failed:
+        run_rollout(one_chunk, smollm2_backend(), config, out=out, on_call=a_file_takes_the_folders_place)
+
+    saved = failed.value.saved_to
+    assert saved.parent == tmp_path and saved.name.startswith("run-unsaved-") and saved.suffix == ".parquet"
+    message = str(failed.value)
+    assert message.startswith(f"--out: could not write {out} (") and f"saved to {saved} instead" in message
+    rows = pq.read_table(saved).to_pylist()
+    assert [(r["episode_id"], r["sample"]) for r in rows] == [
+        (t.episode_id, t.sample) for t in failed.value.trajectories
+    ]
+    assert results.read_text() == "not a folder"
+
+
+def test_a_damaged_gguf_file_is_named_in_one_line(smollm2_gguf, tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from memtrain.cli import app
+    from memtrain.errors import InputError
+    from memtrain.trainer.models import materialize
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    damaged = folder / smollm2_gguf.name
+    with open(smollm2_gguf, "rb") as f:
+        damaged.write_bytes(f.read(100_000))  # a download cut short
+    with pytest.raises(InputError) as failed:
+        materialize(folder)  # the folder holds one .gguf file: the error names that file
+    assert failed.value.path == str(damaged) and "not a readable GGUF model: it ends early" in str(
+        failed.value
+    )
+    args = ["rollout", str(tiny_corpus.path), "--model", str(folder), "--episodes", "1", "--device", "cpu"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 1 and f"{damaged}: not a readable GGUF model" in result.output
+    assert "Traceback" not in result.output

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,7 +123,10 @@ def test_two_steps_change_the_parameters_save_a_reloadable_checkpoint_and_resume
     state_file = checkpoint / "memtrain_state.json"
     state = json.loads(state_file.read_text())
     assert len(state["reserve"]) == 1
-    state_file.write_text(json.dumps({"reserve": state["reserve"][0]}))  # the format before per-process
+    # A checkpoint of an older memtrain: its reserve position from before positions were per process, and
+    # no completion marker (which lists the files and their sizes).
+    state_file.write_text(json.dumps({"reserve": state["reserve"][0]}))
+    (checkpoint / "memtrain_checkpoint.json").unlink()
     reloaded = AutoModelForCausalLM.from_pretrained(checkpoint)
     assert all(torch.equal(p, after[n]) for n, p in reloaded.state_dict().items() if n in after)
 
@@ -130,6 +134,7 @@ def test_two_steps_change_the_parameters_save_a_reloadable_checkpoint_and_resume
         tiny_model, tiny_corpus, tmp_path / "run", group_size=2, episodes_per_step=1, max_steps=3
     )
     resumed = train(again, resume=True, reward_fn=low_token_share)
+    assert resumed.resumed_from == checkpoint and resumed.set_aside == []
     assert resumed.steps == 3 and (tmp_path / "run" / "checkpoint-3").is_dir()
 
 
@@ -232,3 +237,67 @@ def test_two_processes_train_and_resume_each_ones_reserve_position(tiny_model, t
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
     assert (tmp_path / "ddp" / "checkpoint-3").is_dir()
+
+
+# Run `memtrain train` in a child process that is killed (SIGKILL) while it writes checkpoint-2's weights:
+# the weights file is written, cut to half its length, and the process killed on the spot, which leaves on
+# disk exactly what a kill in the middle of that write leaves.
+KILLED_WHILE_SAVING = """
+import os, signal, sys
+import transformers.modeling_utils as modeling_utils
+
+save_file = modeling_utils.safe_save_file
+
+def save_then_die(tensors, filename, *args, **kwargs):
+    save_file(tensors, filename, *args, **kwargs)
+    if "checkpoint-2" in str(filename):
+        os.truncate(filename, os.path.getsize(filename) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+modeling_utils.safe_save_file = save_then_die
+from memtrain.cli import app
+app(["train", "--config", sys.argv[1]])
+"""
+
+
+def test_resume_after_a_kill_during_a_checkpoint_save_continues_from_the_last_complete_one(
+    tiny_model, tiny_corpus, tmp_path
+):
+    from memtrain.trainer import checkpoints
+
+    run = tmp_path / "killed"
+    config = tiny_config(tiny_model, tiny_corpus, run, group_size=2, episodes_per_step=1)
+    config_file = tmp_path / "killed.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_SAVING, str(config_file)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-4000:]
+    # The half-written save never got the name checkpoint-2; checkpoint-1 is whole.
+    assert not (run / "checkpoint-2").exists()
+    partial = run / checkpoints.STAGING / "checkpoint-2"
+    assert "model.safetensors: truncated" in checkpoints.checkpoint_problem(partial)
+    assert checkpoints.checkpoint_problem(run / "checkpoint-1") is None
+    # What memtrain before this fix left after the same kill: the partial folder under its final name
+    # (resuming from it failed with "SafetensorError: incomplete metadata").
+    shutil.copytree(partial, run / "checkpoint-2")
+    # A complete checkpoint of an older memtrain has no completion marker: it is still resumed from.
+    (run / "checkpoint-1" / checkpoints.MARKER).unlink()
+
+    result = CliRunner().invoke(
+        app, ["train", "--config", str(config_file), "--resume"], env={"COLUMNS": "300"}
+    )
+
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "checkpoint-2 is incomplete (model.safetensors: truncated" in out
+    assert "renamed incomplete-checkpoint-2" in out and "removed the unfinished save of checkpoint-2" in out
+    assert "resuming from checkpoint-1 (step 1)" in out and "Traceback" not in out
+    assert checkpoints.checkpoint_problem(run / "checkpoint-2") is None  # saved again, whole, with its marker
+    assert json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    assert (run / "checkpoint-2" / checkpoints.MARKER).is_file()
+    assert (run / "incomplete-checkpoint-2" / "model.safetensors").is_file()  # kept, not deleted
+    assert not (run / checkpoints.STAGING).exists()
+    assert (run / "model.safetensors").is_file()

@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from safetensors import SafetensorError
 
 from .. import assets
 from ..errors import InputError, MemtrainError
@@ -77,15 +80,37 @@ def _converted_dir(source: ModelSource) -> Path:
     return assets.cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _hf_error(source: ModelSource, exc: Exception) -> MemtrainError:
-    return MemtrainError(f"could not load model {source.name!r}: {str(exc).splitlines()[0]}")
+    if source.is_gguf:  # the file is what is wrong, not the folder it lies in
+        gguf = Path(source.name) / source.gguf_file
+        detail = _first_line(exc).replace(str(gguf), "the file")
+        if isinstance(exc, struct.error | EOFError):
+            detail = f"it ends early, truncated or damaged ({detail})"
+        return InputError(gguf, f"not a readable GGUF model: {detail}")
+    return MemtrainError(f"could not load model {source.name!r}: {_first_line(exc)}")
 
 
 def _load_gguf(source: ModelSource) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source.name, gguf_file=source.gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(source.name, gguf_file=source.gguf_file)
+    # transformers' GGUF reader fails on a damaged file in many ways (struct.error, KeyError, IndexError,
+    # numpy's ValueError, ...): every failure here is a problem of the file, and is reported as one.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.name, gguf_file=source.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(source.name, gguf_file=source.gguf_file)
+    except MemoryError:
+        raise
+    except ImportError as exc:  # a missing reader, not a bad file
+        gguf = Path(source.name) / source.gguf_file
+        raise MemtrainError(f"cannot read {gguf}: {_first_line(exc)}") from exc
+    except Exception as exc:
+        raise _hf_error(source, exc) from exc
     return tokenizer, model
 
 
@@ -97,10 +122,7 @@ def materialize(model: str | os.PathLike | None) -> str:
     folder = _converted_dir(source)
     if (folder / "memtrain-source.json").is_file():
         return str(folder)
-    try:
-        tokenizer, loaded = _load_gguf(source)
-    except (OSError, ValueError) as exc:
-        raise _hf_error(source, exc) from None
+    tokenizer, loaded = _load_gguf(source)
     # A GGUF-loaded model keeps its (de)quantizer and refuses save_pretrained; the weights are plain
     # floats now.
     loaded.hf_quantizer = None
@@ -115,6 +137,23 @@ def materialize(model: str | os.PathLike | None) -> str:
     )
     replace_dir(tmp, folder)
     return str(folder)
+
+
+def check_weights(name: str | os.PathLike) -> None:
+    """For a local model folder, raise InputError naming a truncated or damaged ``*.safetensors`` file (read
+    from the headers only: milliseconds); a Hub id or a GGUF source is not checked here."""
+    from .checkpoints import safetensors_problem
+
+    folder = Path(name)
+    if not folder.is_dir():
+        return
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            problem = safetensors_problem(weights)
+        except OSError as exc:
+            problem = f"unreadable ({exc.strerror or exc})"
+        if problem:
+            raise InputError(weights, f"damaged model weights: {problem}")
 
 
 def load_tokenizer(model: str | os.PathLike | None = None) -> Any:
@@ -134,6 +173,46 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | None) -> str:
+    """The torch device to load a model on: `device` checked against this torch build and machine (one
+    clear line when it cannot work, before anything is loaded), or the default (cuda when present)."""
+    import torch
+
+    if device is None or str(device).strip() == "":
+        return default_device()
+    name = str(device).strip()
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise MemtrainError(f"--device {name!r} is not a torch device; use cpu or cuda (cuda:N)") from None
+    build = f"torch {torch.__version__}"
+    if parsed.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise MemtrainError(f"{name} requested but this torch has no CUDA ({build}); use --device cpu")
+        if not torch.cuda.is_available():
+            raise MemtrainError(
+                f"{name} requested but no CUDA device is visible ({build}, CUDA {torch.version.cuda}: check "
+                "the driver and CUDA_VISIBLE_DEVICES); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise MemtrainError(
+                f"{name} requested but only {count} CUDA device{'s are' if count != 1 else ' is'} visible "
+                f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})"
+            )
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise MemtrainError(f"{name} requested but MPS is not available here ({build}); use --device cpu")
+    elif parsed.type != "cpu":
+        backend = getattr(torch, parsed.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise MemtrainError(
+                f"{name} requested but this torch cannot use {parsed.type} here ({build}); use cpu or cuda"
+            )
+    return name
+
+
 def load_model(
     model: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = None
 ) -> tuple[Any, Any]:
@@ -144,12 +223,14 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    device = resolve_device(device)  # a device that cannot work fails before anything loads
     name = materialize(model)
+    check_weights(name)
     tokenizer = load_tokenizer(name)
     try:
         loaded = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise _hf_error(ModelSource(name), exc) from None
-    loaded.to(device or default_device())
+    loaded.to(device)
     loaded.eval()
     return loaded, tokenizer

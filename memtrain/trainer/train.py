@@ -21,14 +21,14 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import to_dict
 from ..corpus import CorpusVersion, open_corpus
 from ..errors import ConfigError, MemtrainError
 from ..io import write_json_atomic
+from ..outputs import check_writable_output
 from ..pipeline.schema import EPISODE_SCHEMA
-from . import models
+from . import checkpoints, models
 from .agent import report_calls, rollout
 from .config import TrainConfig
 from .trainer import CONFIG_FILE, EpisodeReserve, MemTrainer, agent_config
@@ -96,6 +96,8 @@ def world_size() -> int:
 def check_config(config: TrainConfig) -> CorpusVersion:
     """Everything that can fail before a model is loaded; returns the opened corpus version."""
     config.validate()
+    # Before the corpus and the model: a run must not fail at its first save.
+    check_writable_output(config.output_dir, kind="dir", what="output_dir")
     world = world_size()
     if config.episodes_per_step % world:
         raise ConfigError(
@@ -123,7 +125,9 @@ def check_config(config: TrainConfig) -> CorpusVersion:
             f"corpus: {corpus.path}: no episode left to train on after holding out {config.held_out_episodes}"
         )
     try:
-        models.resolve(config.model)
+        source = models.resolve(config.model)
+        if not source.is_gguf:
+            models.check_weights(source.name)
     except MemtrainError as exc:
         raise ConfigError(f"model: {exc}") from None
     return corpus
@@ -334,6 +338,8 @@ class TrainResult:
     eval_before: EvalResult | None = None
     eval_after: EvalResult | None = None
     log_history: list[dict] = field(default_factory=list)
+    resumed_from: Path | None = None  # the checkpoint `--resume` continued from
+    set_aside: list[Path] = field(default_factory=list)  # incomplete checkpoints renamed incomplete-…
 
 
 def build_trainer(
@@ -373,25 +379,105 @@ def build_trainer(
     return trainer
 
 
+def _is_main_process() -> bool:
+    """Process 0 of a `torch.distributed.run` / `accelerate launch` job (or the only process); known from the
+    launcher's environment, before any process group exists."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def choose_checkpoint(
+    output_dir: Path, resume: bool, console: Console | None = None
+) -> tuple[Path | None, list[Path]]:
+    """The checkpoint to resume from (None: a fresh run) and the incomplete checkpoints renamed aside.
+
+    Incomplete ``checkpoint-<step>`` folders (a save killed by an older memtrain, a truncated file) are
+    never resumed from: they are renamed ``incomplete-checkpoint-<step>``, and what memtrain's own staging
+    folder holds of an unfinished save is removed. Only the main process renames; every process computes the
+    same choice, since complete checkpoints are never touched.
+    """
+    found = checkpoints.scan(output_dir)
+    if not resume and found.complete:
+        raise ConfigError(
+            f"{output_dir} already has checkpoints ({found.last.name} is the last); pass --resume, or choose "
+            "another output_dir"
+        )
+    if resume and not found.complete:
+        if found.incomplete:
+            bad = "; ".join(f"{folder.name}: {problem}" for folder, problem in found.incomplete)
+            raise ConfigError(f"--resume: {output_dir} has no complete checkpoint to resume from ({bad})")
+        raise ConfigError(f"--resume: {output_dir} has no checkpoint-<step> folder to resume from")
+    main = _is_main_process()
+    say = console.print if console is not None and main else (lambda *a, **k: None)
+    moved: list[Path] = []
+    for folder, problem in found.incomplete:
+        if main:
+            moved.append(checkpoints.set_aside(folder))
+            say(
+                f"[yellow]⚠ {folder.name} is incomplete ({problem}): not resumed from; renamed "
+                f"{moved[-1].name}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if found.unfinished_saves and main:
+        checkpoints.remove_staging(output_dir)
+        say(
+            f"[yellow]⚠ removed the unfinished save of {', '.join(found.unfinished_saves)} (the run stopped "
+            f"while saving it)[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    last = found.last if resume else None
+    if last is not None:
+        step = checkpoints.checkpoint_step(last)
+        say(f"resuming from {last.name} (step {step})", highlight=False, soft_wrap=True)
+    return last, moved
+
+
+def save_final_model(trainer: MemTrainer, output_dir: Path) -> None:
+    """`trainer.save_model(output_dir)`, written under a temporary name first: each file of the final model
+    appears whole or not at all (every process takes part, as saving may gather weights)."""
+    import os
+    import shutil
+
+    staging = output_dir / checkpoints.STAGING / "final"
+    if trainer.args.should_save and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging), _internal_call=True)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        # Weights first, the files that point at them (index, config) last.
+        entries = sorted(staging.iterdir(), key=lambda p: (p.suffix == ".json", p.name))
+        for entry in entries:
+            target = output_dir / entry.name
+            if entry.is_dir() and target.is_dir():  # a DeepSpeed global_step folder of an earlier save
+                old = output_dir / checkpoints.STAGING / f"old-{entry.name}"
+                os.replace(target, old)
+                os.replace(entry, target)
+                shutil.rmtree(old)
+            else:
+                os.replace(entry, target)
+        checkpoints.remove_staging(output_dir, "final")
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(commit_message="Model save", revision=trainer.args.hub_revision)
+
+
 def train(
     config: TrainConfig,
     resume: bool = False,
     console: Console | None = None,
     reward_fn: Callable[[Trajectory], float] | None = None,
 ) -> TrainResult:
-    """Train as `config` says; with `resume`, continue from the last checkpoint in ``output_dir``.
+    """Train as `config` says; with `resume`, continue from the last complete checkpoint in ``output_dir``.
 
     `reward_fn` replaces the end-to-end reward R_E of each trajectory (a custom task); by default it is Eq. 2.
     """
     corpus = check_config(config)
     output_dir = Path(config.output_dir)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if resume and last is None:
-        raise ConfigError(f"--resume: {output_dir} has no checkpoint-<step> folder to resume from")
-    if not resume and last is not None:
-        raise ConfigError(
-            f"{output_dir} already has checkpoints; pass --resume, or choose another output_dir"
-        )
+    last, moved = choose_checkpoint(output_dir, resume, console)
     held_out = held_out_episodes(corpus, config.eval_episodes) if config.eval_episodes else []
 
     trainer = build_trainer(config, corpus, console, reward_fn=reward_fn)
@@ -399,10 +485,10 @@ def train(
     try:
         before = evaluate(trainer, held_out, config.seed, "step 0") if held_out and not resume else None
         start = time.perf_counter()
-        start_step = int(Path(last).name.rsplit("-", 1)[-1]) if resume else 0
-        trainer.train(resume_from_checkpoint=last if resume else None)
+        start_step = (checkpoints.checkpoint_step(last) or 0) if last is not None else 0
+        trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
         seconds = time.perf_counter() - start
-        trainer.save_model(str(output_dir))
+        save_final_model(trainer, output_dir)
         after = evaluate(trainer, held_out, config.seed, "final") if held_out else None
     finally:
         for callback in trainer.callback_handler.callbacks:
@@ -416,4 +502,6 @@ def train(
         eval_before=before,
         eval_after=after,
         log_history=list(trainer.state.log_history),
+        resumed_from=last,
+        set_aside=moved,
     )

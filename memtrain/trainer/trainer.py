@@ -12,12 +12,14 @@ methods change, each for one reason:
 * `_compute_loss`: rescales TRL's "grpo" loss so that the batch mean runs over real rows only (see there).
 * `_get_per_token_logps_and_entropies`: off-GPU only, scores completion positions alone (see there).
 * `_save_checkpoint` / `_load_optimizer_and_scheduler`: also save and restore the dynamic-sampling reserve
-  position, so `--resume` sees the same data.
+  position, so `--resume` sees the same data; and save under a temporary name, renamed to
+  ``checkpoint-<step>`` only once complete (with `_get_output_dir`; see `checkpoints.py`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import GRPOTrainer
 from trl.kernels.chunked_logprob import _use_triton
 from trl.models import unwrap_model_for_generation
@@ -36,7 +38,7 @@ from trl.trainer.utils import pad, selective_log_softmax_and_entropy, use_adapte
 from ..config import to_dict
 from ..errors import MemtrainError
 from ..io import write_json_atomic
-from . import grpo
+from . import checkpoints, grpo
 from .agent import AgentConfig, report_calls, rollout
 from .backends import SamplingParams, stop_token_ids
 from .backends.transformers import TransformersBackend
@@ -44,6 +46,8 @@ from .backends.vllm import VLLMBackend
 from .config import TrainConfig
 from .rewards import exact_match_reward
 from .types import Generation, Trajectory
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "memtrain_state.json"
 CONFIG_FILE = "memtrain_config.json"
@@ -192,6 +196,7 @@ class MemTrainer(GRPOTrainer):
         )
         self.pad_token_id = self._tokenizer.pad_token_id
         self._vllm_backend = None
+        self._saving_checkpoint = False  # while True, transformers saves into the staging folder
         # Told what the trainer is doing, for a live console line ("rollouts round 1, …: turn 2: …").
         self.status: Callable[[str], None] | None = None
 
@@ -465,19 +470,57 @@ class MemTrainer(GRPOTrainer):
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
+    def _get_output_dir(self, trial):
+        run_dir = super()._get_output_dir(trial)
+        return (
+            os.path.join(run_dir, checkpoints.STAGING)
+            if getattr(self, "_saving_checkpoint", False)
+            else run_dir
+        )
+
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        # Every process draws from its own reserve stream, so each one's position is saved (a collective).
+        # transformers writes checkpoint-<step> where `_get_output_dir` says: during this call, inside the
+        # staging folder. The finished folder gets memtrain's files and the completion marker, and only then
+        # its final name: a run killed while saving never leaves a checkpoint-<step> that looks complete.
+        run_dir = self._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            checkpoints.remove_staging(run_dir, name)  # what a save killed at this step left behind
+        self.accelerator.wait_for_everyone()
+        self._saving_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving_checkpoint = False
+        # Every process draws from its own reserve stream, so each one's position is saved (a collective,
+        # which also means every process has finished writing its part of the checkpoint).
         consumed = self.reserve.consumed if self.reserve is not None else 0
         device = self.accelerator.device
         positions = self.accelerator.gather(torch.tensor([consumed], device=device)).tolist()
-        if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            state = {"reserve": [{"consumed": n} for n in positions] if self.reserve is not None else None}
-            write_json_atomic(os.path.join(folder, STATE_FILE), state)
-            write_json_atomic(os.path.join(folder, CONFIG_FILE), to_dict(self.memtrain_config))
+        if not self.args.should_save:
+            return
+        staged = os.path.join(run_dir, checkpoints.STAGING, name)
+        state = {"reserve": [{"consumed": n} for n in positions] if self.reserve is not None else None}
+        write_json_atomic(os.path.join(staged, STATE_FILE), state)
+        write_json_atomic(os.path.join(staged, CONFIG_FILE), to_dict(self.memtrain_config))
+        checkpoints.write_marker(staged, self.state.global_step)
+        final = os.path.join(run_dir, name)
+        moved = checkpoints.publish(staged, final)
+        if moved is not None:
+            logger.warning("%s already existed; renamed it %s (nothing deleted)", final, moved.name)
+        checkpoints.remove_staging(run_dir, name)  # the now empty staging folder
+        best = getattr(self.state, "best_global_step", None)
+        if best:  # transformers looked for the best checkpoint beside the staged one
+            best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{best}")
+            if os.path.isdir(best_dir):
+                self.state.best_model_checkpoint = best_dir
+        # transformers rotated checkpoints inside the staging folder (nothing to do there): rotate here.
+        rotate_checkpoints(
+            output_dir=run_dir,
+            save_total_limit=self.args.save_total_limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+            use_mtime=True,
+        )
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
