@@ -13,10 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_wheel_ships_the_dataset_card_templates(tmp_path):
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT), "-w", str(tmp_path)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, str(ROOT), "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("memtrain-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     package = Path(cards.__file__).parent
