@@ -26,7 +26,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .cards import CARD_NAME, HUB_CONFIGS, render_card
+from .cards import CARD_NAME, hub_shard_names, render_card
 from .corpus import CorpusVersion, file_sha256, reflink_or_copy
 from .errors import MemtrainError
 from .inspect.views import check_shard
@@ -184,7 +184,7 @@ def prepare_folder(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         (tmp / DATA_DIR).mkdir(parents=True)
-        names = [f"{DATA_DIR}/train-{i:05d}-of-{len(sources):05d}.parquet" for i in range(len(sources))]
+        names = hub_shard_names(len(sources))  # the names the card's configs list
         written = {}
         for src, name in zip(sources, names, strict=True):
             reflink_or_copy(src, tmp / name)
@@ -193,7 +193,7 @@ def prepare_folder(
                 "bytes": (tmp / name).stat().st_size,
                 "sha256": known.get("sha256") or file_sha256(tmp / name),
             }
-        card = render_card(corpus, configs=HUB_CONFIGS, load_target=repo_id or str(folder))
+        card = render_card(corpus, load_target=repo_id or str(folder), hub=True)
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
         write_json_atomic(tmp / MANIFEST_NAME, public_manifest(corpus.manifest))
         for name in (CARD_NAME, MANIFEST_NAME):

@@ -1,11 +1,16 @@
 """Summary statistics of a corpus version, computed by DuckDB over the shards, and their rich tables.
 
 The dataset card prints the same `Summary`, so the card and `memtrain inspect-episodes` never disagree.
+
+Two kinds of corpus versions are summarized: masked-entity corpora (`memtrain build-corpus`: pivot, related
+and random passages, masked answers, NER labels) and long-document HotpotQA instance sets
+(`memtrain.tasks.hotpotqa`, manifest ``"kind": "hotpotqa-instances"``: each row a question at N documents,
+roles gold / context / pad, no masks and no NER). An instance set's summary is per N and per question.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 from rich.table import Table
@@ -24,7 +29,18 @@ PER_EPISODE = {
 }
 
 
-ROLES = ("pivot", "related", "random")
+# Per-question quantities of an instance set, over one row per question (`questions` below).
+PER_QUESTION = {
+    "question words": r"len(regexp_extract_all(problem, '\S+'))",
+    "answer words": r"len(regexp_extract_all(answer, '\S+'))",
+    "answer characters": "length(answer)",
+    "gold answers (aliases)": "len(answers)",
+}
+
+INSTANCE_KIND = "hotpotqa-instances"  # memtrain.tasks.hotpotqa.INSTANCE_KIND (kept equal by the tests)
+MASKED_ROLES = ("pivot", "related", "random")
+INSTANCE_ROLES = ("gold", "context", "pad", "document")  # memtrain.tasks.hotpotqa.ROLE_*
+ROLES = MASKED_ROLES + INSTANCE_ROLES
 
 
 @dataclass
@@ -45,6 +61,18 @@ class LabelCount:
 
 
 @dataclass
+class LengthStats:
+    """The instances of one length N of an instance set."""
+
+    num_docs: int
+    instances: int
+    questions: int
+    tokens: Spread
+    chunks: Spread
+    roles: dict[str, float]  # mean documents per instance, by role (gold / context / pad)
+
+
+@dataclass
 class Summary:
     name: str
     version: int
@@ -58,6 +86,26 @@ class Summary:
     labels: list[LabelCount]  # most frequent answer label first
     answer_words: list[tuple[int, int]]  # (words in the answer, episodes)
     chunk_counts: list[tuple[int, int]]  # (chunks in the episode, episodes)
+    # (from, to, episodes): tokens in [from, to), the last bucket [from, to]; empty buckets kept
+    token_buckets: list[tuple[int, int, int]] = field(default_factory=list)
+    # HotpotQA instance sets only (`kind` "hotpotqa-instances"); empty for a masked corpus.
+    kind: str = "masked-episodes"
+    questions: int = 0  # distinct questions
+    seed: int | None = None  # the builder's seed (None: MemAgent's files, or not recorded)
+    lengths: list[LengthStats] = field(default_factory=list)  # N ascending
+    per_question: dict[str, Spread] = field(default_factory=dict)  # keys of PER_QUESTION
+    question_types: list[tuple[str, int]] = field(default_factory=list)  # (type, questions), most first
+    answer_kinds: list[tuple[str, int]] = field(default_factory=list)  # ("span" / "yes/no", questions)
+    answer_lengths: list[tuple[int, int]] = field(default_factory=list)  # (words in the answer, questions)
+
+    @property
+    def is_instances(self) -> bool:
+        return self.kind == INSTANCE_KIND
+
+
+def is_instance_set(corpus: CorpusVersion) -> bool:
+    """A HotpotQA instance set (by its manifest's ``kind``), not a masked-entity corpus."""
+    return corpus.manifest.get("kind") == INSTANCE_KIND
 
 
 def summarize(corpus: CorpusVersion, con: duckdb.DuckDBPyConnection) -> Summary:
@@ -108,7 +156,7 @@ def summarize(corpus: CorpusVersion, con: duckdb.DuckDBPyConnection) -> Summary:
         chunk_counts = con.execute(
             "SELECT len(chunks) AS c, count(*) FROM episodes GROUP BY c ORDER BY c"
         ).fetchall()
-    return Summary(
+    summary = Summary(
         name=corpus.name,
         version=corpus.version,
         episodes=episodes,
@@ -122,6 +170,106 @@ def summarize(corpus: CorpusVersion, con: duckdb.DuckDBPyConnection) -> Summary:
         answer_words=[(int(w), int(n)) for w, n in answer_words],
         chunk_counts=[(int(c), int(n)) for c, n in chunk_counts],
     )
+    if episodes:
+        summary.token_buckets = token_buckets(corpus, con, per_episode["tokens"])
+    if is_instance_set(corpus):
+        summarize_instances(corpus, con, summary)
+    return summary
+
+
+def bucket_width(span: float, buckets: int = 8) -> int:
+    """The largest of 1, 2, 2.5, 5 × 10^k tokens that cuts `span` into at least `buckets` buckets."""
+    widths = [m * 10**e // 10 for e in range(12) for m in (10, 20, 25, 50)]  # 1, 2, 2, 5, 10, 20, 25, ...
+    return max(w for w in widths if w <= max(span / buckets, 1))
+
+
+def token_buckets(corpus: CorpusVersion, con: duckdb.DuckDBPyConnection, tokens: Spread):
+    """Episodes per token-length bucket, over the build's [min_tokens, max_tokens] (and whatever lies
+    outside it), with empty buckets kept so a narrow band shows as one."""
+    config = corpus.manifest.get("config")
+    config = config if isinstance(config, dict) else {}
+    low, high = int(tokens.min), int(tokens.max)
+    bounds = [config.get(k) for k in ("min_tokens", "max_tokens")]
+    if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+        low, high = min(low, bounds[0]), max(high, bounds[1])
+    width = bucket_width(high - low)
+    start = low // width * width
+    count = max(1, -(-(high - start) // width))  # the last bucket holds `high` itself
+    with translate_errors("summary failed"):
+        rows = con.execute(
+            "SELECT least((num_tokens - ?) // ?, ?) AS b, count(*) FROM episodes GROUP BY b",
+            [start, width, count - 1],
+        ).fetchall()
+    counts = {int(b): int(n) for b, n in rows}
+    return [(start + b * width, start + (b + 1) * width, counts.get(b, 0)) for b in range(count)]
+
+
+def spread_sql(expression: str) -> str:
+    return f"min({expression}), quantile_cont({expression}, 0.5), avg({expression}), max({expression})"
+
+
+def summarize_instances(corpus: CorpusVersion, con: duckdb.DuckDBPyConnection, summary: Summary) -> None:
+    """The instance set's own numbers: per N (instances, questions, tokens, chunks, documents by role) and
+    per question (one row per `question_id`: its type, answer kind and lengths)."""
+    config = corpus.manifest.get("config")
+    seed = config.get("seed") if isinstance(config, dict) else None
+    summary.kind = INSTANCE_KIND
+    summary.seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    with translate_errors("summary failed"):
+        per_length = con.execute(
+            f"""
+            SELECT num_docs, count(*), count(DISTINCT question_id),
+                   {spread_sql("num_tokens")}, {spread_sql("len(chunks)")}
+            FROM episodes GROUP BY num_docs ORDER BY num_docs
+            """
+        ).fetchall()
+        role_rows = con.execute(
+            """
+            SELECT num_docs, role, count(*) / any_value(instances) FROM (
+                SELECT num_docs, unnest(passage_roles) AS role,
+                       count(*) OVER (PARTITION BY num_docs) AS instances
+                FROM episodes
+            ) GROUP BY num_docs, role
+            """
+        ).fetchall()
+        questions = (
+            "(SELECT question_id, any_value(problem) AS problem, any_value(answer) AS answer, "
+            "any_value(answers) AS answers, any_value(answer_label) AS answer_label, "
+            "any_value(question_type) AS question_type FROM episodes GROUP BY question_id)"
+        )
+        per_question_sql = ", ".join(spread_sql(e) for e in PER_QUESTION.values())
+        row = first_row(con, f"SELECT count(*), {per_question_sql} FROM {questions}")
+        types = con.execute(
+            f"SELECT coalesce(nullif(question_type, ''), '(none)') AS t, count(*) AS n FROM {questions} "
+            "GROUP BY t ORDER BY n DESC, t"
+        ).fetchall()
+        kinds = con.execute(
+            f"SELECT answer_label, count(*) AS n FROM {questions} GROUP BY 1 ORDER BY n DESC, 1"
+        ).fetchall()
+        answer_lengths = con.execute(
+            f"SELECT {PER_QUESTION['answer words']} AS w, count(*) FROM {questions} GROUP BY w ORDER BY w"
+        ).fetchall()
+    roles: dict[int, dict[str, float]] = {}
+    for num_docs, role, mean in role_rows:
+        roles.setdefault(int(num_docs), {})[role] = float(mean)
+    summary.lengths = [
+        LengthStats(
+            num_docs=int(r[0]),
+            instances=int(r[1]),
+            questions=int(r[2]),
+            tokens=Spread(*r[3:7]),
+            chunks=Spread(*r[7:11]),
+            roles={
+                k: v for k, v in sorted(roles.get(int(r[0]), {}).items(), key=lambda kv: role_order(kv[0]))
+            },
+        )
+        for r in per_length
+    ]
+    summary.questions = int(row[0])
+    summary.per_question = {name: Spread(*row[1 + 4 * i : 5 + 4 * i]) for i, name in enumerate(PER_QUESTION)}
+    summary.question_types = [(str(t), int(n)) for t, n in types]
+    summary.answer_kinds = [(str(k), int(n)) for k, n in kinds]
+    summary.answer_lengths = [(int(w), int(n)) for w, n in answer_lengths]
 
 
 def role_order(role: str) -> tuple[int, str]:
@@ -137,12 +285,22 @@ def number(value: float | None) -> str:
     return f"{value:,.1f}"
 
 
+def span(spread: Spread) -> str:
+    """'4' when min == max, else '3–5'."""
+    low, high = number(spread.min), number(spread.max)
+    return low if low == high else f"{low}–{high}"
+
+
 def share(count: int, total: int) -> str:
     return f"{100 * count / total:.1f}%" if total else "-"
 
 
 def summary_tables(summary: Summary) -> list[Table]:
-    """The summary as rich tables: overview, per-episode spread, answer labels, answer lengths, chunks."""
+    """The summary as rich tables: overview, per-episode spread, answer labels, answer lengths, token
+    lengths, chunks (for an instance set: overview, per N, per question, question types, answer kinds,
+    answer lengths)."""
+    if summary.is_instances:
+        return instance_tables(summary)
     overview = Table(title=f"{summary.name} v{summary.version}", show_header=False)
     overview.add_column("what")
     overview.add_column("value", justify="right")
@@ -173,14 +331,68 @@ def summary_tables(summary: Summary) -> list[Table]:
 
     lengths = distribution_table("answer length", "words", summary.answer_words, summary.episodes)
     chunks = distribution_table("chunks per episode", "chunks", summary.chunk_counts, summary.episodes)
-    return [overview, spread, labels, lengths, chunks]
+    buckets = [(f"{number(a)}–{number(b)}", n) for a, b, n in summary.token_buckets]
+    tokens = distribution_table("tokens per episode", "tokens", buckets, summary.episodes)
+    return [overview, spread, labels, lengths, tokens, chunks]
 
 
-def distribution_table(title: str, key: str, counts, episodes: int) -> Table:
-    """How many episodes have each value of `key`, and their share."""
+def distribution_table(title: str, key: str, counts, episodes: int, unit: str = "episodes") -> Table:
+    """How many episodes (or questions: `unit`) have each value of `key`, and their share."""
     table = Table(title=title)
-    for column in (key, "episodes", "share"):
+    for column in (key, unit, "share"):
         table.add_column(column, justify="right")
     for value, n in counts:
         table.add_row(str(value), number(n), share(n, episodes))
     return table
+
+
+def instance_tables(summary: Summary) -> list[Table]:
+    """An instance set's summary: what it holds, then per N, per question, question types and answers."""
+    overview = Table(title=f"{summary.name} v{summary.version} · HotpotQA instances", show_header=False)
+    overview.add_column("what")
+    overview.add_column("value", justify="right")
+    overview.add_row("episodes", number(summary.episodes))  # the view's name; one per question and N
+    overview.add_row("questions", number(summary.questions))
+    overview.add_row("lengths N (documents)", ", ".join(str(n.num_docs) for n in summary.lengths) or "-")
+    overview.add_row("pool documents", number(summary.passages))
+    overview.add_row("builder seed", "-" if summary.seed is None else str(summary.seed))
+    overview.add_row("tokenizer", ", ".join(summary.tokenizers) or "-")
+    overview.add_row("chunk size (tokens)", ", ".join(str(c) for c in summary.chunk_sizes) or "-")
+    for role, mean in summary.roles.items():
+        overview.add_row(f"{role} passages per episode (mean)", number(mean))
+
+    per_length = Table(title="per N: tokens and chunks per instance")
+    for column in ("N", "instances", "questions", "min tokens", "mean tokens", "max tokens", "chunks"):
+        per_length.add_column(column, justify="right")
+    for n in summary.lengths:
+        per_length.add_row(
+            str(n.num_docs),
+            number(n.instances),
+            number(n.questions),
+            number(n.tokens.min),
+            number(n.tokens.mean),
+            number(n.tokens.max),
+            span(n.chunks),
+        )
+    documents = Table(title="per N: mean documents by role")
+    roles = sorted({r for n in summary.lengths for r in n.roles}, key=role_order)
+    for column in ("N", *roles):
+        documents.add_column(column, justify="right")
+    for n in summary.lengths:
+        documents.add_row(str(n.num_docs), *(number(n.roles.get(r, 0)) for r in roles))
+
+    spread = Table(title="per question")
+    spread.add_column("")
+    for col in ("min", "median", "mean", "max"):
+        spread.add_column(col, justify="right")
+    for name, s in summary.per_question.items():
+        spread.add_row(name, number(s.min), number(s.median), number(s.mean), number(s.max))
+
+    types = distribution_table(
+        "question types", "type", summary.question_types, summary.questions, "questions"
+    )
+    kinds = distribution_table("answers", "answer", summary.answer_kinds, summary.questions, "questions")
+    lengths = distribution_table(
+        "answer length", "words", summary.answer_lengths, summary.questions, "questions"
+    )
+    return [overview, per_length, documents, spread, types, kinds, lengths]
