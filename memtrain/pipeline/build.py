@@ -267,7 +267,13 @@ def load_store(files: list[Path], tokenizer) -> PassageStore:
         return PassageStore([], [], np.zeros(0, dtype=np.int64))
     titles, texts = table["title"].to_pylist(), table["text"].to_pylist()
     strings = [passage_text(t, x) for t, x in zip(titles, texts, strict=True)]
-    sep = len(tokenizer("\n\n", add_special_tokens=False)["input_ids"])
+    # What a separator costs between two passages: "\n\n" alone is one token, but between a passage's end
+    # and the next title the pre-tokenizer splits it in two.
+    sep = (
+        len(tokenizer("a.\n\nA", add_special_tokens=False)["input_ids"])
+        - len(tokenizer("a.", add_special_tokens=False)["input_ids"])
+        - len(tokenizer("A", add_special_tokens=False)["input_ids"])
+    )
     return PassageStore(
         ids=table["passage_id"].to_pylist(),
         strings=strings,
@@ -314,7 +320,8 @@ ASSEMBLY_BATCH = 16  # episodes per assembly task (and per tokenizer call)
 def mask_batch(
     plans: list[Plan], store: PassageStore, pivot_entities: dict[int, list[dict]], config: CorpusConfig
 ) -> list[dict | Rejection]:
-    """Mask, tokenize and cut planned episodes; an episode outside the token range becomes a Rejection."""
+    """Mask, tokenize and cut planned episodes; an episode whose exact token count falls outside the range
+    (the plan's estimate missed by more than the margin) becomes a Rejection "length-exact"."""
     labels = set(config.ner_labels)
     results = [
         mask_episode(plan, store, pivot_entities[plan.pivot], labels, config.min_mask_occurrences)
@@ -328,7 +335,7 @@ def mask_batch(
     return [
         r
         if isinstance(r, Rejection) or config.min_tokens <= r["num_tokens"] <= config.max_tokens
-        else Rejection(plan.index, plan.attempt, "length")
+        else Rejection(plan.index, plan.attempt, "length-exact")
         for plan, r in zip(plans, results, strict=True)
     ]
 
@@ -389,7 +396,7 @@ def build_episode_shard(
         for i, pivot, rel in zip(order, pivots, related, strict=True):
             plan = plan_episode(
                 i, pending[i], config.seed, pivot, rel, store, config.num_random, config.min_tokens,
-                config.max_tokens,
+                config.max_tokens, config.length_distribution,
             )  # fmt: skip
             plans.append(plan)
         valid = [plan for plan in plans if not isinstance(plan, Rejection)]

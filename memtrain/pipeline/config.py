@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .episodes import LENGTH_DISTRIBUTIONS
 from .executors import EXECUTORS
 
 DEFAULT_NER_LABELS = [
@@ -29,11 +30,20 @@ class CorpusConfig:
     num_random: int = field(
         default=120,
         metadata={
-            "help": "Random passages (at least; more are added while the document is under min_tokens)."
+            "help": "Random passages to start from; more are added while the document is shorter than its "
+            "target length (see length_distribution), some removed while it is longer."
         },
     )
     min_tokens: int = field(default=24000, metadata={"help": "Shortest document, in tokens of `tokenizer`."})
     max_tokens: int = field(default=40000, metadata={"help": "Longest document, in tokens of `tokenizer`."})
+    length_distribution: str = field(
+        default="uniform",
+        metadata={
+            "help": "How each episode's target length is drawn from [min_tokens, max_tokens] (less 1% of "
+            "max_tokens at the top, 0.25% at the bottom) with the episode's seed: 'uniform', or 'shortest' "
+            "(always the low end)."
+        },
+    )
     tokenizer: str = field(
         default="smollm2-135m-instruct",
         metadata={
@@ -97,6 +107,11 @@ class CorpusConfig:
             raise ConfigError("ner_labels is empty: no entity could ever be masked")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"executor {self.executor!r} is unknown; available: {', '.join(EXECUTORS)}")
+        if self.length_distribution not in LENGTH_DISTRIBUTIONS:
+            raise ConfigError(
+                f"length_distribution {self.length_distribution!r} is unknown; available: "
+                f"{', '.join(LENGTH_DISTRIBUTIONS)}"
+            )
         if self.retriever != "bm25":
             raise ConfigError(f"retriever {self.retriever!r} is unknown; available: bm25")
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -110,7 +125,7 @@ class CorpusConfig:
 
 PRESETS: dict[str, dict] = {
     "paper": {},
-    # A CPU demo: short documents the SmolLM2 agent reads in ~5 chunks of 512 tokens.
+    # A CPU demo: short documents the SmolLM2 agent reads in 3-8 chunks of 512 tokens.
     "tiny": {
         "num_episodes": 16,
         "num_related": 5,

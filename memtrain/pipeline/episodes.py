@@ -4,9 +4,14 @@ Episode `index` draws all its randomness from `numpy.random.default_rng([seed, i
 processing order, so a build is reproducible whatever the parallelism and however often it was interrupted.
 
 Rules (documented in the README and the dataset card):
-- The document is pivot + `num_related` retrieved passages + at least `num_random` random passages;
-  random passages are added while the document is shorter than `min_tokens` and removed while longer
-  than `max_tokens`.
+- The document is pivot + `num_related` retrieved passages + `num_random` random passages, then random
+  passages are added while the document is shorter than the episode's *target length* (and removed while
+  it is longer). The target is drawn with `length_distribution` (uniform by default) from the range
+  [`min_tokens`, `max_tokens`] less a small margin at each end (`length_bounds`), from the episode's own
+  sub-stream `default_rng([seed, index, 0, 2])`, the same for every attempt, so retried pivots do not bias
+  the lengths. A passage that would take the estimate past the range's upper bound is skipped. The estimate
+  (passage token counts + separators) misses what masking adds (`[MASK]` is 4 tokens, an answer often 1-2),
+  which the margin absorbs; an episode whose exact count still falls outside is rejected ("length-exact").
 - Candidate answers are the pivot's spaCy entities with an admissible label. The answer is chosen uniformly
   (with the episode's RNG) among the candidates that (a) occur at least `min_mask_occurrences` times in the
   document as whole words, case-sensitively, and (b) do not leak after masking: no case-insensitive
@@ -81,6 +86,40 @@ def draw_pivot(seed: int, index: int, attempt: int, n_passages: int) -> int:
     return int(episode_rng(seed, index, attempt).integers(n_passages))
 
 
+LENGTH_DISTRIBUTIONS = ("uniform", "shortest")
+# Fractions of max_tokens kept free below max_tokens and above min_tokens: masking changes the exact count
+# (`[MASK]` is 4 tokens of SmolLM2's, a one-token answer masked 100 times adds 300; a long answer shrinks).
+LENGTH_MARGIN_HIGH, LENGTH_MARGIN_LOW = 0.01, 0.0025
+POOL_EXTENSIONS = 16  # more random candidates drawn at most this often when the first pool runs out
+
+
+def length_bounds(min_tokens: int, max_tokens: int) -> tuple[int, int]:
+    """The range a document's *estimated* length is kept in: [min_tokens, max_tokens] less a margin of
+    `LENGTH_MARGIN_HIGH` × max_tokens at the top and `LENGTH_MARGIN_LOW` × max_tokens at the bottom (each at
+    most a quarter of the range). Paper preset: 24,100-39,600; tiny: 1,510-3,960."""
+    quarter = (max_tokens - min_tokens) // 4
+    high = min(round(LENGTH_MARGIN_HIGH * max_tokens), quarter)
+    low = min(round(LENGTH_MARGIN_LOW * max_tokens), quarter)
+    return min_tokens + low, max_tokens - high
+
+
+def draw_target(
+    seed: int, index: int, min_tokens: int, max_tokens: int, distribution: str = "uniform"
+) -> int:
+    """Episode `index`'s target length, in estimated tokens: uniform over `length_bounds` ("uniform") or
+    its lower end ("shortest": documents only as long as the range requires). Drawn from the episode's own
+    sub-stream `default_rng([seed, index, 0, 2])` (stream 1 is the answer choice), the same for every
+    attempt."""
+    low, high = length_bounds(min_tokens, max_tokens)
+    if distribution == "shortest":
+        return low
+    if distribution != "uniform":
+        raise ValueError(
+            f"length distribution {distribution!r} is unknown; available: {LENGTH_DISTRIBUTIONS}"
+        )
+    return int(np.random.default_rng([seed, index, 0, 2]).integers(low, high + 1))
+
+
 def plan_episode(
     index: int,
     attempt: int,
@@ -91,28 +130,47 @@ def plan_episode(
     num_random: int,
     min_tokens: int,
     max_tokens: int,
+    length_distribution: str = "uniform",
 ) -> Plan | Rejection:
     rng = episode_rng(seed, index, attempt)
     rng.integers(len(store))  # the pivot draw (see draw_pivot): keep the stream aligned
     n = len(store)
     taken = {pivot, *related}
     pool_size = min(n, 2 * num_random + len(taken) + 256)
-    candidates = [int(i) for i in rng.choice(n, size=pool_size, replace=False) if int(i) not in taken]
+    seen = set(taken)
 
-    def length(indices: list[int]) -> int:
-        return int(store.num_tokens[indices].sum()) + store.separator_tokens * (len(indices) - 1)
+    def draw_candidates() -> list[int]:
+        fresh = [int(i) for i in rng.choice(n, size=pool_size, replace=False) if int(i) not in seen]
+        seen.update(fresh)
+        return fresh
 
+    def cost(i: int) -> int:
+        return int(store.num_tokens[i]) + store.separator_tokens
+
+    low, high = length_bounds(min_tokens, max_tokens)
+    target = draw_target(seed, index, min_tokens, max_tokens, length_distribution)
     base = [pivot, *related]
+    candidates = draw_candidates()
     randoms = candidates[:num_random]
     rest = candidates[num_random:]
-    total = length(base + randoms)
-    while total < min_tokens and rest:
-        randoms.append(rest.pop(0))
-        total = length(base + randoms)
-    while total > max_tokens and randoms:
-        randoms.pop()
-        total = length(base + randoms)
-    if not (min_tokens <= total <= max_tokens):
+    total = int(store.num_tokens[base + randoms].sum()) + store.separator_tokens * (len(base + randoms) - 1)
+    while total > target and randoms:
+        total -= cost(randoms.pop())
+    extensions = 0
+    while total < target:
+        if not rest:
+            if len(seen) >= n or extensions >= POOL_EXTENSIONS:
+                break
+            rest = draw_candidates()
+            extensions += 1
+            continue
+        i = rest.pop(0)
+        if total + cost(i) <= high:
+            randoms.append(i)
+            total += cost(i)
+        elif total >= low:
+            break  # the next passage would leave the range: close enough to the target
+    if not (low <= total <= high):
         return Rejection(index, attempt, "length")
     order = base + randoms
     roles = ["pivot"] + ["related"] * len(related) + ["random"] * len(randoms)

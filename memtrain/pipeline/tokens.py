@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
+import re
 import shutil
 from pathlib import Path
 
 from .. import assets
 from ..errors import ConfigError
+from .schema import MASK
 
 
 @functools.cache
@@ -62,14 +65,25 @@ def chunk_bounds(
 
 
 def _cut(text: str, offsets: list[tuple[int, int]], chunk_size: int) -> tuple[int, list[dict]]:
+    """Chunks of `chunk_size` tokens, except that a cut never splits a `[MASK]` (several tokens): such a
+    chunk ends before the token where the `[MASK]` begins."""
     n = len(offsets)
+    masks = [m.start() for m in re.finditer(re.escape(MASK), text)]
     chunks = []
-    start = 0
-    for first in range(0, n, chunk_size):
+    start = first = 0
+    while first < n:
         last = min(first + chunk_size, n)
+        if last < n:
+            k = bisect.bisect_left(masks, offsets[last][0]) - 1  # the last [MASK] starting before the cut
+            if k >= 0 and offsets[last][0] < masks[k] + len(MASK):
+                j = last - 1  # back to the token holding the [MASK]'s start (often " ["): it opens the next
+                while j > first and offsets[j][0] > masks[k]:
+                    j -= 1
+                if j > first:  # (else a chunk too short to hold a whole [MASK]: cut where counted)
+                    last = j
         end = offsets[last][0] if last < n else len(text)
         chunks.append({"start": start, "end": end, "num_tokens": last - first})
-        start = end
+        start, first = end, last
     if not chunks:
         chunks.append({"start": 0, "end": len(text), "num_tokens": 0})
     return n, chunks
