@@ -267,7 +267,11 @@ def card_cmd(
     ],
     version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
     template: Annotated[
-        str | None, typer.Option(help="Jinja2 card template (default: data_cards/episodes.md.j2).")
+        str | None,
+        typer.Option(
+            help="Jinja2 card template (default: by the manifest's kind, data_cards/episodes.md.j2 for "
+            "corpora, hotpotqa-instances.md.j2 for instance sets)."
+        ),
     ] = None,
 ) -> None:
     """Write the Hub dataset card (README.md) of a corpus version next to its shards."""

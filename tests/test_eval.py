@@ -14,35 +14,20 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "hotpotqa"
-    / "hotpot_dev_distractor_v1.head40.json"
-)
+DATA = Path(__file__).resolve().parents[2] / "shared/data/hotpotqa/hotpot_dev_distractor_v1.head40.json"
 # Small budgets keep CPU time down; everything else is the paper's evaluation setting.
-BUDGETS = [
-    "-o",
-    "chunk_tokens=1500",
-    "-o",
-    "memory_tokens=64",
-    "-o",
-    "response_tokens=32",
-    "-o",
-    "batch_size=2",
-]
+BUDGETS = ["-o", "chunk_tokens=3000", "-o", "memory_tokens=32", "-o", "response_tokens=16"]
 
 
 def memtrain(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "memtrain", *args], capture_output=True, text=True, **kw)
 
 
-def eval_args(out: Path, questions: int, lengths: str, *extra: str) -> list[str]:
+def eval_args(out: Path, questions: int, lengths: str, *extra: str, batch: int = 8) -> list[str]:
     return [
         "eval", "hotpotqa", "--data", str(DATA), "--out", str(out / "evals"),
         "--instances", str(out / "corpora"), "--questions", str(questions), "--lengths", lengths,
-        *BUDGETS, *extra,
+        *BUDGETS, "-o", f"batch_size={batch}", *extra,
     ]  # fmt: skip
 
 
@@ -82,7 +67,7 @@ def test_eval_writes_the_table_json_plot_and_items(eval_run):
     assert "| 50 |" in (run / "results.md").read_text() or "50" in (run / "results.md").read_text()
     items = pq.read_table(run / "items.parquet").to_pylist()
     assert len(items) == 16
-    assert all(len(item["memories"]) == item["num_chunks"] >= 5 for item in items)  # chunks of 1,500 tokens
+    assert all(len(item["memories"]) == item["num_chunks"] >= 3 for item in items)  # 3,000-token chunks
     assert all(item["response"] is not None for item in items)
 
 
@@ -95,15 +80,18 @@ def test_a_rerun_generates_nothing_and_changes_no_record(eval_run):
     assert (run / "items.jsonl").read_bytes() == before
 
 
-def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(eval_run, tmp_path):
-    _, reference_run, _ = eval_run
-    args = [sys.executable, "-m", "memtrain", *eval_args(tmp_path, 4, "50")]
+def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
+    # 4 questions at N = 20 in two batches of 2: small enough to run twice, once killed after its first batch.
+    reference = memtrain(*eval_args(tmp_path / "uninterrupted", 4, "20", batch=2))
+    assert reference.returncode == 0, reference.stderr
+    killed = tmp_path / "killed"
+    args = [sys.executable, "-m", "memtrain", *eval_args(killed, 4, "20", batch=2)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     items = None
     while time.monotonic() < deadline and proc.poll() is None:
-        found = list((tmp_path / "evals").glob("*/items.jsonl")) if (tmp_path / "evals").exists() else []
-        if found and found[0].read_text().count("\n") >= 2:  # the first batch (2 questions) is in
+        found = list((killed / "evals").glob("*/items.jsonl")) if (killed / "evals").exists() else []
+        if found and found[0].read_text().count("\n") >= 2:  # the first batch is in
             items = found[0]
             os.kill(proc.pid, signal.SIGKILL)
             break
@@ -111,13 +99,12 @@ def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(eval_run, t
     proc.wait()
     assert items is not None, "the run finished (or never started) before it could be killed"
     assert len(records(items.parent)) == 2
-    resumed = memtrain(*eval_args(tmp_path, 4, "50"))
+    resumed = memtrain(*eval_args(killed, 4, "20", batch=2))
     assert resumed.returncode == 0, resumed.stderr
     assert "generated 2 new item(s) of 4" in resumed.stdout
-    got = records(only_run(tmp_path))
-    assert items.parent.name == reference_run.name  # same settings and data: the same run name
-    expected = {k: v for k, v in records(reference_run).items() if k in got}
-    assert len(expected) == 4 and got == expected
+    expected = records(only_run(tmp_path / "uninterrupted"))
+    assert items.parent.name == only_run(tmp_path / "uninterrupted").name  # same settings: same run name
+    assert len(expected) == 4 and records(items.parent) == expected
 
 
 def test_the_report_merges_runs_in_the_table1_layout_with_the_papers_rows(eval_run, tmp_path):
@@ -136,7 +123,7 @@ def test_truncate_cuts_the_document_to_one_calls_budget_and_says_how_much(tmp_pa
     assert result.returncode == 0, result.stderr
     results = json.loads((only_run(tmp_path) / "results.json").read_text())
     (cell,) = results["cells"]
-    assert cell["cut"]["n_cut"] == 2 and cell["cut"]["mean_cut_tokens"] > 4000
+    assert cell["cut"]["n_cut"] == 2 and cell["cut"]["mean_cut_tokens"] > 2000
 
 
 @pytest.mark.parametrize(
