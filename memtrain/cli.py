@@ -540,6 +540,9 @@ def eval_hotpotqa_cmd(
     instances: Annotated[str, typer.Option(help="Where instance sets are built (as corpora).")] = "corpora",
     split: Annotated[str, typer.Option(help="Split, for a Hub id.")] = "validation",
     base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Local tokenizer of the served model (--backend openai).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
     override: Annotated[
         list[str] | None,
@@ -579,7 +582,7 @@ def eval_hotpotqa_cmd(
     spec = HotpotQAEval(
         data=data, split=split, model=model, lengths=lengths, questions=questions,
         instance_seed=instance_seed, no_context_filter=no_context_filter, instances_root=instances,
-        backend=backend, base_url=base_url, device=device, run=run,
+        backend=backend, base_url=base_url, tokenizer=tokenizer, device=device, run=run,
     )  # fmt: skip
     result = _run_eval(spec, out)
     _print_eval_result(result)

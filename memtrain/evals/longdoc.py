@@ -64,6 +64,10 @@ class HotpotQAEval:
     instances_root: str = field(default="corpora", metadata={"help": "Where instance sets are built."})
     backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
     base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Local tokenizer of the served model (openai backend; default: model)."},
+    )
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when present)."})
     run: harness.EvalConfig = field(default_factory=harness.EvalConfig)
 
@@ -197,7 +201,8 @@ def evaluate_hotpotqa(
 
     stage(f"loading {model}")
     if backend is None:
-        backend = load_backend(spec.backend, spec.model, device=spec.device, base_url=spec.base_url)
+        options = {"tokenizer": spec.tokenizer} if spec.backend == "openai" else {"device": spec.device}
+        backend = load_backend(spec.backend, spec.model, base_url=spec.base_url, **options)
     name = harness.run_name(model, config, identity, spec.backend)
     settings = {"generation": {**config.generation_settings(), "model": model, "backend": spec.backend}}
     run = harness.open_run(out, name, settings)
@@ -221,7 +226,7 @@ def evaluate_hotpotqa(
             spec.instance_seed,
             spec.instances_root,
             f"hotpotqa-{_source_name(spec.data, spec.split)}",
-            tokenizer=model if spec.backend != "openai" else model,
+            tokenizer=spec.tokenizer or model,
             chunk_size=chunk,
             source_fingerprint=fingerprint,
             pool=pool,
@@ -231,8 +236,8 @@ def evaluate_hotpotqa(
     else:
         stage("reading MemAgent's instances")
         corpus = hotpotqa.build_memagent_instances(
-            spec.data, spec.instances_root, "hotpotqa-memagent", tokenizer=model, chunk_size=chunk,
-            lengths=spec.lengths, reporter=reporter,
+            spec.data, spec.instances_root, "hotpotqa-memagent", tokenizer=spec.tokenizer or model,
+            chunk_size=chunk, lengths=spec.lengths, reporter=reporter,
         )  # fmt: skip
         per_length = spec.questions
 
