@@ -1,6 +1,6 @@
 import pytest
 import torch
-from agent_support import smollm2_backend
+from agent_support import smollm2_backend, smollm2_tokenizer
 
 from memtrain.errors import ConfigError
 from memtrain.trainer.backends import SamplingParams, load_backend
@@ -18,11 +18,29 @@ def prompts():
 
 
 def teacher_forced_logprobs(backend, generation, temperature):
-    ids = torch.tensor([generation.prompt_ids + generation.completion_ids])
+    """log p(completion token | prompt, earlier completion tokens) from one plain forward pass, no cache."""
+    ids = torch.tensor([generation.prompt_ids + generation.completion_ids], device=backend.model.device)
+    keep = len(generation.completion_ids) + 1  # from the last prompt position on (262k-token vocab: GBs)
     with torch.no_grad():
-        logits = backend.model(ids).logits[0, len(generation.prompt_ids) - 1 : -1].float()
+        logits = backend.model(ids, logits_to_keep=keep).logits[0, :-1].float()
     logprobs = torch.log_softmax(logits / temperature, dim=-1)
-    return logprobs.gather(1, torch.tensor(generation.completion_ids)[:, None])[:, 0].tolist()
+    completion = torch.tensor(generation.completion_ids, device=logits.device)
+    return logprobs.gather(1, completion[:, None])[:, 0].tolist()
+
+
+def check_against_teacher_forcing(backend, batch, params, abs_tol=2e-3):
+    """Generate `batch` with the shared prefill and without it: the same samples and log-probs, and these
+    are the model's own (teacher-forced) log-probs of the sampled tokens. Returns the generations."""
+    shared = backend.generate(batch, params)
+    plain = TransformersBackend(backend.model, backend.tokenizer, share_prefill=False).generate(batch, params)
+    assert [g.completion_ids for g in shared] == [g.completion_ids for g in plain]
+    for a, b in zip(shared, plain, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+    for g in shared:
+        assert len(g.logprobs) == len(g.completion_ids) > 0
+        expected = teacher_forced_logprobs(backend, g, params.temperature or 1.0)
+        assert g.logprobs == pytest.approx(expected, abs=abs_tol)
+    return shared
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -57,6 +75,58 @@ def test_repeated_prompts_share_one_prefill_without_changing_the_samples(prompts
         assert [g.completion_ids for g in shared] == [g.completion_ids for g in reference]
         for a, b in zip(shared, reference, strict=True):
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+
+
+def test_a_model_whose_cache_layout_is_not_preallocated_gets_the_cache_generate_builds(prompts):
+    backend = smollm2_backend()
+    batch = [prompts[0]] * 2 + [prompts[1]]
+    fallback = TransformersBackend(backend.model, backend.tokenizer)
+    fallback.static_cache = False  # as for a layout StaticCache cannot hold (linear attention, shared KV)
+    params = SamplingParams(8, 1.0, 1.0, seed=2)
+    reference = backend.generate(batch, params)
+    generations = fallback.generate(batch, params)
+    assert [g.completion_ids for g in generations] == [g.completion_ids for g in reference]
+    for a, b in zip(generations, reference, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+
+
+def tiny_sliding_window_model(kind: str):
+    """A randomly initialised few-layer model with sliding-window layers of 16 positions: Mistral-style
+    (every layer sliding, declared only by ``sliding_window``) or Gemma 3-style (sliding and full layers
+    mixed, declared by ``layer_types``). Vocabulary: SmolLM2's tokenizer."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig, MistralForCausalLM
+
+    tokenizer = smollm2_tokenizer()
+    shape = dict(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=16, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    if kind == "mistral":
+        model = MistralForCausalLM(MistralConfig(num_hidden_layers=2, **shape))
+    else:
+        layer_types = ["sliding_attention", "full_attention", "sliding_attention"]
+        model = Gemma3ForCausalLM(Gemma3TextConfig(num_hidden_layers=3, layer_types=layer_types, **shape))
+    return TransformersBackend(model.eval(), tokenizer)
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gemma3"])
+def test_sliding_window_models_generate_the_models_own_logprobs_with_and_without_shared_prefill(kind):
+    from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
+
+    backend = tiny_sliding_window_model(kind)
+    assert backend.static_cache
+    layers = backend._new_cache(40).layers
+    sliding = [layer.max_cache_len for layer in layers if isinstance(layer, StaticSlidingWindowLayer)]
+    full = [layer.max_cache_len for layer in layers if type(layer) is StaticLayer]
+    assert (sliding, full) == (([16, 16], []) if kind == "mistral" else ([16, 16], [40]))
+    ids = list(range(1000, 1100))
+    # longer than the window, shorter but crossing it while decoding, and short; repeats share a prefill
+    batch = [ids[:40], ids[:40], ids[50:80], ids[:13], ids[60:65], ids[:13]]
+    for params in (SamplingParams(8, 1.0, 1.0, seed=4), SamplingParams(8, 0.0, 1.0, seed=4)):
+        generations = check_against_teacher_forcing(backend, batch, params)
+        assert all(len(g.completion_ids) == 8 for g in generations)  # random weights: EOS is unlikely
 
 
 def test_an_unknown_backend_or_a_missing_server_url_is_refused():

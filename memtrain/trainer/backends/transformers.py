@@ -13,10 +13,16 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
 from transformers.generation import utils as generation_utils
 
 from ..types import Generation
 from . import SamplingParams, stop_token_ids
+
+# The cache layers whose whole state is keys and values plus lengths common to every row, so that their rows
+# can be repeated after a shared prefill: StaticCache builds full-attention layers and sliding (or chunked)
+# ones as these. Any other layer kind leaves the cache to generate.
+_SHAREABLE_LAYERS = (StaticLayer, StaticSlidingWindowLayer)
 
 # transformers 5.x renamed generate's `past_key_values` to `cache` (the old name still works, with a warning).
 _CACHE_KWARG = "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
@@ -72,6 +78,9 @@ class TransformersBackend:
     `max_batch_size` bounds how many prompts run through ``generate`` together (memory); 1 gives the
     per-prompt loop that ``bench/rollout.py`` compares against. With `share_prefill`, identical prompts of a
     micro-batch are prefilled once.
+
+    The KV cache has the layout the model's config declares (``layer_types`` / ``sliding_window``): full
+    attention layers keep every position, sliding-window layers (Gemma 2/3, Mistral) only their window.
     """
 
     name = "transformers"
@@ -85,6 +94,7 @@ class TransformersBackend:
         self.share_prefill = share_prefill
         self.eos_ids = stop_token_ids(model.generation_config, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.static_cache = self._static_layout_supported()
 
     @classmethod
     def from_pretrained(
@@ -120,40 +130,66 @@ class TransformersBackend:
                 results[i] = generation
         return results  # type: ignore[return-value]
 
+    def _static_layout_supported(self) -> bool:
+        """Whether this model's cache layout is one this backend preallocates and shares: every layer a full
+        attention layer or a sliding-window one (``StaticCache`` builds them from the config). Any other
+        layout (linear attention, shared KV layers, ...) gets the cache ``generate`` builds itself."""
+        try:
+            layers = StaticCache(config=self._text_config(), max_cache_len=1).layers  # allocates nothing yet
+        except Exception:  # a layer type StaticCache does not know
+            return False
+        return bool(layers) and all(type(layer) in _SHAREABLE_LAYERS for layer in layers)
+
+    def _text_config(self) -> Any:
+        return self.model.config.get_text_config(decoder=True)
+
     def _new_cache(self, length: int) -> StaticCache:
-        """A preallocated KV cache of `length` positions per row.
+        """A preallocated KV cache for `length` positions per row, laid out as the model's config declares:
+        ``StaticCache`` gives each full-attention layer `length` slots and each sliding-window layer
+        ``min(length, sliding_window)`` slots that roll once the window is full.
 
         A dynamic cache concatenates its whole content at every decoding step: a CPU batch of 64 recall
         samples spent most of its time copying (64 rows of 700 prompt tokens, 64 new tokens each, 2 cores:
         61 tok/s with this cache, 31 with a dynamic one; a single prompt: 9.3 vs 9.0).
         """
-        return StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
+        return StaticCache(config=self._text_config(), max_cache_len=length)
 
-    def _shared_prefill(self, prompts: list[Sequence[int]], width: int, cache: StaticCache) -> None:
-        """Prefill each distinct prompt once (all but its last token) and copy its keys and values into
-        `cache` for every row that repeats it.
+    def _shared_prefill(self, prompts: list[Sequence[int]], width: int, length: int) -> StaticCache | None:
+        """A cache of `length` positions per row in which every prompt but its last token is already
+        prefilled, each distinct prompt computed once and its keys and values copied to every row that
+        repeats it; None when every prompt is distinct (``generate`` then prefills everything itself).
 
         A rollout sends many identical prompts in one call (the G1 first turns of an episode, the G2 samples
-        of a recall prompt); prefill dominates CPU time, so sharing it is the batch's biggest saving. Leaves
-        `cache` empty when every prompt is distinct; ``generate`` then prefills everything itself.
+        of a recall prompt); prefill dominates CPU time, so sharing it is the batch's biggest saving.
+
+        The distinct prompts are prefilled into a cache of the model's own layout, whose rows are then
+        repeated layer by layer, so each layer keeps exactly what it would have kept had ``generate``
+        prefilled every row: a sliding-window layer holds the last ``sliding_window`` positions and counts
+        every position it has seen (copying a model-made dynamic cache instead would leave sliding layers
+        short: they keep only ``sliding_window - 1`` positions, and ``generate`` reads the prompt length from
+        layer 0, a sliding layer in Gemma 3).
         """
         distinct: dict[tuple[int, ...], int] = {}
         rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
         if len(distinct) == len(prompts) or width < 2:
-            return
+            return None
         ids, mask = self._left_pad(list(distinct), width)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        output = self.model(
+        cache = self._new_cache(length)
+        self.model(
             input_ids=ids[:, :-1],
             attention_mask=mask[:, :-1],
             position_ids=positions[:, :-1],
             use_cache=True,
             logits_to_keep=1,  # only the cache is wanted; logits at every position cost GBs and LM-head time
+            **{_CACHE_KWARG: cache},
         )
-        prefilled = output[_CACHE_KWARG] if _CACHE_KWARG in output else output["past_key_values"]
         index = torch.tensor(rows, device=ids.device)
-        for layer_idx, layer in enumerate(prefilled.layers):
-            cache.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), layer_idx)
+        for layer in cache.layers:  # _SHAREABLE_LAYERS: the lengths are per layer, the same for every row
+            layer.keys = layer.keys.index_select(0, index)
+            layer.values = layer.values.index_select(0, index)
+            layer.batch_size = len(rows)
+        return cache
 
     def _left_pad(self, prompts: list[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.model.device
@@ -186,9 +222,15 @@ class TransformersBackend:
         with rng, torch.no_grad():
             if seed is not None:
                 torch.manual_seed(seed)
-            cache = self._new_cache(width + params.max_new_tokens)
-            if self.share_prefill:
-                self._shared_prefill(prompts, width, cache)
+            length = width + params.max_new_tokens
+            cache_kwargs: dict[str, Any] = {}  # no cache: generate builds the one the model's config asks for
+            if self.static_cache:
+                cache = self._shared_prefill(prompts, width, length) if self.share_prefill else None
+                if cache is None:
+                    cache = self._new_cache(length)
+                # our cache replaces any cache_implementation the checkpoint's generation_config names
+                # (generate refuses both at once)
+                cache_kwargs = {_CACHE_KWARG: cache, "cache_implementation": None}
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
@@ -199,7 +241,7 @@ class TransformersBackend:
                 **({"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}),
                 use_cache=True,
                 disable_compile=True,  # shapes change every call: compiling would recompile each time
-                **{_CACHE_KWARG: cache},
+                **cache_kwargs,
                 **sampling,
             )
         if was_training:
