@@ -81,3 +81,12 @@ def test_memtrain_rollout_runs_gemma_through_the_cli(tiny_corpus, tmp_path):
     assert row["num_turns"] == row["num_chunks"] + 1 >= 3
     assert max(row["prompt_tokens"]) > WINDOW
     assert len(row["recall_predictions"]) == 2
+
+
+def test_a_base_model_without_a_chat_template_reads_its_prompt_after_bos(gemma):
+    from memtrain.trainer.chunking import chat_prompt_ids
+
+    tokenizer = gemma.tokenizer
+    assert not getattr(tokenizer, "chat_template", None)
+    ids = chat_prompt_ids(tokenizer, "The capital of France is")
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1

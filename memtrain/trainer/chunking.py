@@ -99,7 +99,11 @@ def chat_prompt_ids(tokenizer: Any, content: str) -> list[int]:
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
         return encode(tokenizer, text)
-    return encode(tokenizer, content)  # a base model without a chat template reads the prompt as is
+    # A base model without a chat template reads the prompt as is, after its BOS token (Gemma degrades badly
+    # without one).
+    ids = encode(tokenizer, content)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [bos, *ids] if bos is not None and ids[:1] != [bos] else ids
 
 
 class PromptBuilder:
