@@ -25,11 +25,10 @@ from .corpus import open_corpus
 from .errors import ConfigError, MemtrainError
 from .io import atomic_path
 from .outputs import check_writable_output
+from .tasks.base import task_of_corpus
 from .trainer.agent import AgentConfig, CallStats, rollout
 from .trainer.backends import GenerationBackend, load_backend
 from .trainer.types import Trajectory
-
-EPISODE_COLUMNS = ["episode_id", "index", "text", "answer", "entities"]
 
 TRAJECTORY_SCHEMA = pa.schema(
     [
@@ -230,11 +229,13 @@ def save_trajectories(out: str | Path, trajectories: list[Trajectory], report: R
 
 
 def read_episodes(corpus: str | Path, episodes: int, version: int | None = None, skip: int = 0) -> list[dict]:
-    """The first `episodes` episodes (after `skip`) of a corpus version, streamed from its shards."""
+    """The first `episodes` episodes (after `skip`) of a corpus version, streamed from its shards: the
+    columns its task's agent reads (a HotpotQA instance set's rows carry their question and answers)."""
     if episodes < 1:
         raise ConfigError(f"episodes must be at least 1, got {episodes}")
     opened = open_corpus(corpus, version)
-    selected = list(itertools.islice(opened.iter_episodes(columns=EPISODE_COLUMNS), skip, skip + episodes))
+    columns = list(task_of_corpus(opened).columns)
+    selected = list(itertools.islice(opened.iter_episodes(columns=columns), skip, skip + episodes))
     if not selected:
         raise MemtrainError(f"{opened.path}: has no episodes to roll out (after skipping {skip})")
     return selected

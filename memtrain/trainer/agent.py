@@ -10,7 +10,8 @@ Read top to bottom, :func:`rollout` is the whole algorithm:
    \\boxed{}``;
 4. each finished trajectory gets one recall probe (memory_k, chunk l < k with an entity as ``[TARGET]``), and
    all probes × ``recall_samples`` go to the backend in one more call;
-5. rewards: ``em`` of the final answer, EM per recall sample, ``R_E = em + λ·mean(recall EMs)``.
+5. rewards (:func:`score_trajectory`): ``em``, the final answer under ``answer_metric`` (exact match by
+   default), EM per recall sample, ``R_E = em + λ·mean(recall EMs)``.
 
 Every call keeps its prompt ids, sampled completion ids and their log-probs
 (:class:`~memtrain.trainer.types.Turn`), so training never re-encodes decoded text. All randomness comes from
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, MemtrainError
+from ..tasks.base import episode_name, gold_answers, row_problem
 from . import prompts, rewards
 from .backends import GenerationBackend, SamplingParams
 from .chunking import Chunk, PromptBuilder, chunk_document, memory_from_completion
@@ -161,23 +163,18 @@ def report_calls(report: Callable[[str], None] | None, label: str = "") -> Calla
 
 def prepare_episode(episode: Mapping[str, Any], tokenizer: Any, config: AgentConfig) -> PreparedEpisode:
     """Chunk an episode record (corpus schema, or any mapping with ``text`` and ``answer``/``answers``)."""
-    episode_id = str(episode.get("episode_id", episode.get("index", "?")))
+    episode_id = episode_name(episode)
     text = episode.get("text")
     if not isinstance(text, str):
         raise MemtrainError(f"episode {episode_id}: needs a string field 'text' (the document)")
-    answers = episode.get("answers")
-    answers = list(answers) if answers is not None and not isinstance(answers, str) else []
-    if isinstance(episode.get("answer"), str):
-        answers = [episode["answer"], *[a for a in answers if a != episode["answer"]]]
-    if not answers:
-        raise MemtrainError(f"episode {episode_id}: needs a gold 'answer' (or a list 'answers')")
+    answers = gold_answers(episode)
     chunks = chunk_document(text, tokenizer, config.chunk_tokens)
     return PreparedEpisode(
         episode_id=episode_id,
         text=text,
         chunks=chunks,
-        answers=[str(a) for a in answers],
-        problem=str(episode.get("problem") or config.problem),
+        answers=answers,
+        problem=row_problem(episode, config.problem),
         entities_per_chunk=entities_by_chunk(text, chunks, episode.get("entities") or []),
     )
 
@@ -220,7 +217,6 @@ def rollout(
         for g in range(config.group_size)
     ]
     memory = [config.initial_memory] * len(trajectories)
-    score = rewards.METRICS[config.answer_metric]
 
     def call(phase: str, step: int, prompt_ids: list[list[int]]):
         start = time.perf_counter()
@@ -258,9 +254,6 @@ def rollout(
                 memory[i] = memory_from_completion(generation.completion_ids, tokenizer, config.memory_tokens)
                 trajectory.memories.append(memory[i])
                 still_active.append(i)
-            else:
-                trajectory.prediction = rewards.extract_boxed(generation.text)
-                trajectory.em = score(trajectory.prediction, trajectory.answers)
         active = still_active
         step += 1
 
@@ -282,15 +275,29 @@ def rollout(
             n = config.recall_samples
             generations = call("recall", step, [ids for ids in probe_prompts for _ in range(n)])
             for j, trajectory in enumerate(probed):
-                probe = trajectory.recall
-                probe.samples = generations[j * n : (j + 1) * n]
-                probe.predictions = [rewards.extract_boxed(g.text) for g in probe.samples]
-                probe.rewards = [rewards.exact_match(p, probe.target) for p in probe.predictions]
+                trajectory.recall.samples = generations[j * n : (j + 1) * n]
 
-    # Step 5: the end-to-end reward (Eq. 2).
+    # Step 5: rewards.
     for trajectory in trajectories:
-        recall_rewards = trajectory.recall.rewards if trajectory.recall else []
-        trajectory.reward = rewards.e2e_reward(
-            trajectory.em, recall_rewards, config.recall_weight, config.coupling and config.recall
-        )
+        score_trajectory(trajectory, config)
     return trajectories
+
+
+def score_trajectory(trajectory: Trajectory, config: AgentConfig) -> Trajectory:
+    """Step 5 of :func:`rollout`, on a trajectory whose calls are done: the prediction (last ``\\boxed{}`` of
+    the answer turn) scored with ``config.answer_metric`` against the gold answers (``em``), each recall
+    sample's EM with its target, and ``R_E = em + λ·mean(recall EMs)`` (Eq. 2; ``em`` alone when not coupled).
+    """
+    last = trajectory.turns[-1] if trajectory.turns else None
+    answer = last.generation.text if last is not None and last.kind == "answer" else None
+    trajectory.prediction = rewards.extract_boxed(answer)
+    gold = trajectory.answers or [trajectory.answer]
+    trajectory.em = rewards.METRICS[config.answer_metric](trajectory.prediction, gold)
+    probe = trajectory.recall
+    if probe is not None:
+        probe.predictions = [rewards.extract_boxed(g.text) for g in probe.samples]
+        probe.rewards = [rewards.exact_match(p, probe.target) for p in probe.predictions]
+    trajectory.reward = rewards.e2e_reward(
+        trajectory.em, probe.rewards if probe else [], config.recall_weight, config.coupling and config.recall
+    )
+    return trajectory

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..tasks.base import TASKS, get_task
+from .rewards import METRICS
 
 BACKENDS = ("transformers", "vllm")
 VLLM_MODES = ("colocate", "server")
@@ -53,19 +55,57 @@ class TrainConfig:
     """Joint GRPO on the memory agent: G1 E2E trajectories per episode, G2 recall samples per trajectory."""
 
     # --- what to train, on what ---
+    task: str = field(
+        default="masked-entity",
+        metadata={
+            "help": "masked-entity (MemTrain's pretraining, on a build-corpus corpus) or hotpotqa "
+            "(long-document QA post-training on HotpotQA instances, MemAgent's recipe)."
+        },
+    )
     model: str = field(
         default="smollm2-135m-instruct",
-        metadata={"help": "Policy model: an asset name, a local folder, a .gguf file, or a Hub id."},
+        metadata={
+            "help": "Policy model: an asset name, a local folder, a .gguf file, a Hub id, or the output_dir "
+            "(or a checkpoint-<step> folder) of an earlier `memtrain train`."
+        },
     )
     corpus: str = field(
         default="",
         metadata={
-            "help": "Corpus folder built by `memtrain build-corpus` (OUT/<name>, or a version folder)."
+            "help": "masked-entity: the corpus folder `memtrain build-corpus` wrote (OUT/<name>, or a "
+            "version folder). hotpotqa: the folder the training instances are built in (OUT/<name>), "
+            "or a version folder of instances built before (used as it is)."
         },
     )
     corpus_version: int | None = field(
         default=None, metadata={"help": "Corpus version v<N> to train on; the latest when unset."}
     )
+    answer_metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "Score of the final \\boxed{} answer, which is the E2E reward: em, sub_em, contains or "
+            "f1 (unset: the task's, em)."
+        },
+    )
+
+    # --- hotpotqa: the training instances ---
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "hotpotqa: the questions, a HotpotQA file (.json/.jsonl/.parquet) or a Hub id "
+            "(unset: hotpotqa/hotpot_qa)."
+        },
+    )
+    data_split: str = field(default="train", metadata={"help": "hotpotqa: the split of a Hub id."})
+    num_docs: int = field(
+        default=200,
+        metadata={"help": "hotpotqa: documents per training instance (MemAgent: 200, ~28k tokens)."},
+    )
+    max_questions: int | None = field(
+        default=None,
+        metadata={"help": "hotpotqa: build instances of the first N questions only (unset: every question)."},
+    )
+    instance_seed: int = field(default=0, metadata={"help": "hotpotqa: seed of the instance builder."})
     held_out_episodes: int = field(
         default=0,
         metadata={
@@ -89,9 +129,12 @@ class TrainConfig:
     recall_group_size: int = field(
         default=8, metadata={"help": "G2: samples of each trajectory's one recall prompt; the recall group."}
     )
-    recall: bool = field(
-        default=True,
-        metadata={"help": "Train the intermediate-memory-recall task (off: the End-to-End ablation)."},
+    recall: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train the intermediate-memory-recall task (off: the End-to-End ablation; unset: on when "
+            "the task's episodes have entity spans, i.e. masked-entity, off for hotpotqa)."
+        },
     )
     coupling: bool = field(
         default=True,
@@ -216,8 +259,22 @@ class TrainConfig:
         metadata={"help": "Any other trl.GRPOConfig field (e.g. deepspeed, vllm_importance_sampling_mode)."},
     )
 
+    def __post_init__(self) -> None:
+        # Unset task-dependent fields take the task's value, so everything after construction reads a bool
+        # and a metric name (an unknown task is left for `validate` to report).
+        task = TASKS.get(self.task)
+        if self.recall is None:
+            self.recall = task.recall if task is not None else True
+        if self.answer_metric is None:
+            self.answer_metric = task.answer_metric if task is not None else "em"
+
     def validate(self) -> None:
         """Raise ConfigError for a setting that cannot work; loads no model."""
+        task = get_task(self.task)
+        if self.answer_metric not in METRICS:
+            raise ConfigError(
+                f"answer_metric must be one of {', '.join(METRICS)}, got {self.answer_metric!r}"
+            )
         if self.group_size < 2:
             raise ConfigError(
                 f"group_size (G1) must be at least 2 for a group advantage, got {self.group_size}"
@@ -267,7 +324,8 @@ class TrainConfig:
                 f"(held_out_episodes={self.held_out_episodes}); raise held_out_episodes"
             )
         self._validate_trl_args()
-        self._validate_paths()
+        task.check(self)
+        self._validate_model()
 
     def _validate_trl_args(self) -> None:
         from trl import GRPOConfig
@@ -285,11 +343,7 @@ class TrainConfig:
                     f"trl_args: {name}={self.trl_args[name]!r} is not supported (only {accepted!r}): {why}"
                 )
 
-    def _validate_paths(self) -> None:
-        if not self.corpus:
-            raise ConfigError("corpus: not set; give the folder `memtrain build-corpus` wrote (corpus=PATH)")
-        if not Path(self.corpus).exists():
-            raise ConfigError(f"corpus: {self.corpus}: no such corpus folder")
+    def _validate_model(self) -> None:
         if not self.model:
             raise ConfigError("model: not set")
         if _looks_local(self.model) and not Path(self.model).exists():

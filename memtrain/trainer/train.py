@@ -1,14 +1,20 @@
 """`memtrain train` as a library call: config → checks → episode stream → model → `MemTrainer.train()`.
 
-Episodes stream from the corpus version's Parquet shards (pyarrow, one shard in memory at a time). The order
-is a pure function of the seed: cycle c visits the shards, and the episodes inside each, in an order drawn
-from ``Random(f"{seed}:{cycle}")``. TRL's data loader reads that stream, so `--resume` replays the same order.
+The config's task (``memtrain.tasks``: masked-entity pretraining, or hotpotqa post-training) says where the
+episodes come from and which of their columns the agent reads. Episodes stream from the task's corpus
+version's Parquet shards (pyarrow, one shard in memory at a time). The order is a pure function of the seed:
+cycle c visits the shards, and the episodes inside each, in an order drawn from ``Random(f"{seed}:{cycle}")``.
+TRL's data loader reads that stream, so `--resume` replays the same order.
+
+The model to start from can be an earlier run: a `memtrain train` output folder (its final model) or one of
+its complete ``checkpoint-<step>`` folders (`check_start_model`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 from transformers import TrainerCallback
@@ -27,28 +32,30 @@ from ..corpus import CorpusVersion, open_corpus
 from ..errors import ConfigError, MemtrainError
 from ..io import write_json_atomic
 from ..outputs import check_writable_output
-from ..pipeline.schema import EPISODE_SCHEMA
+from ..tasks.base import MASKED_ENTITY, TASKS, Task, get_task
 from . import checkpoints, models
-from .agent import report_calls, rollout
-from .config import TrainConfig
+from .agent import report_calls
+from .config import TrainConfig, _looks_local
 from .trainer import CONFIG_FILE, EpisodeReserve, MemTrainer, agent_config
 from .types import Trajectory
-
-# What the agent reads of an episode; the rest of the schema (passage ids, roles, offsets) stays on disk.
-EPISODE_COLUMNS = ["episode_id", "index", "text", "answer", "entities"]
-
 
 # --- data ---------------------------------------------------------------------------------------------------
 
 
 def stream_episodes(
-    files: Sequence[str], seed: int, first_index: int = 0, cycles: int | None = None
+    files: Sequence[str],
+    seed: int,
+    first_index: int = 0,
+    cycles: int | None = None,
+    columns: Sequence[str] = TASKS[MASKED_ENTITY].columns,
 ) -> Iterator[dict]:
-    """Episodes with ``index >= first_index``, shard by shard, reshuffled per cycle (endless by default)."""
+    """Episodes with ``index >= first_index``, shard by shard, reshuffled per cycle (endless by default);
+    each a dict of `columns` (the task's: what the agent reads; the rest of the row stays on disk)."""
+    columns = list(columns)
     for cycle in itertools.count() if cycles is None else range(cycles):
         rng = random.Random(f"{seed}:{cycle}")
         for file in rng.sample(list(files), len(files)):
-            table = pq.read_table(file, columns=EPISODE_COLUMNS)
+            table = pq.read_table(file, columns=columns)
             keep = [i for i, index in enumerate(table.column("index").to_pylist()) if index >= first_index]
             rng.shuffle(keep)
             for i in keep:
@@ -66,22 +73,104 @@ def count_episodes(files: Sequence[Path], first_index: int = 0) -> int:
     )
 
 
-def held_out_episodes(corpus: CorpusVersion, n: int) -> list[dict]:
+def held_out_episodes(corpus: CorpusVersion, n: int, task: Task = TASKS[MASKED_ENTITY]) -> list[dict]:
     """The episodes with ``index < n`` (never trained on), in index order."""
-    episodes = [e for e in corpus.iter_episodes(columns=EPISODE_COLUMNS) if e["index"] < n]
+    episodes = [e for e in corpus.iter_episodes(columns=list(task.columns)) if e["index"] < n]
     return sorted(episodes, key=lambda e: e["index"])
 
 
-def train_dataset(files: Sequence[str], seed: int, first_index: int):
+def train_dataset(files: Sequence[str], seed: int, first_index: int, task: Task = TASKS[MASKED_ENTITY]):
     """An endless `datasets.IterableDataset` of training episodes in the seeded order of `stream_episodes`."""
     import datasets
 
-    schema = pa.schema([EPISODE_SCHEMA.field(c) for c in EPISODE_COLUMNS])
     return datasets.IterableDataset.from_generator(
         stream_episodes,
-        features=datasets.Features.from_arrow_schema(schema),
-        gen_kwargs={"files": tuple(files), "seed": seed, "first_index": first_index},  # a tuple: one shard
+        features=datasets.Features.from_arrow_schema(task.schema()),
+        gen_kwargs={
+            "files": tuple(files),  # a tuple: one shard
+            "seed": seed,
+            "first_index": first_index,
+            "columns": tuple(task.columns),
+        },
     )
+
+
+def training_corpus(config: TrainConfig) -> CorpusVersion:
+    """The task's training corpus version. A task that builds its data (hotpotqa) builds it in one process
+    of a multi-process job; the others open what it built."""
+    task = get_task(config.task)
+    tokenizer = base_model(config.model)
+    if not task.builds_corpus or world_size() == 1:
+        return task.training_corpus(config, tokenizer)
+    import torch.distributed as dist
+
+    # Reading the process index sets up the process group (as the trainer will) before the collective below.
+    main = grpo_args(config).process_index == 0
+    outcome: list[Any] = [None]
+    failure: BaseException | None = None
+    if main:
+        try:
+            outcome = [("ok", str(task.training_corpus(config, tokenizer).path))]
+        except Exception as exc:  # the other processes wait for an answer: give them one
+            outcome, failure = [("error", str(exc))], exc
+    dist.broadcast_object_list(outcome, src=0)
+    if failure is not None:
+        raise failure
+    status, value = outcome[0]
+    if status != "ok":
+        raise ConfigError(f"corpus: the main process could not prepare the training data: {value}")
+    return open_corpus(value)
+
+
+# --- the model to start from -------------------------------------------------------------------------------
+
+
+def check_start_model(model: str) -> None:
+    """ConfigError unless a local `model` folder holds a whole model to start from. An earlier run's output
+    folder (its ``memtrain_config.json`` says so) must hold its final model; a ``checkpoint-<step>`` folder
+    must be complete; a LoRA run's adapter alone is not a model."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return
+    if checkpoints.checkpoint_step(path) is not None and (path / checkpoints.TRAINER_STATE).exists():
+        problem = checkpoints.checkpoint_problem(path)
+        if problem is not None:
+            raise ConfigError(
+                f"model: {path} is an incomplete checkpoint ({problem}); start from a complete one"
+            )
+    has_config = (path / "config.json").is_file()
+    if (path / "adapter_config.json").is_file() and not has_config:
+        raise ConfigError(
+            f"model: {path} holds a LoRA adapter, not a whole model; merge it into its base model first "
+            "(peft: merge_and_unload, then save_pretrained) and start from that folder"
+        )
+    if (path / CONFIG_FILE).is_file() and not (
+        has_config and any((path / name).is_file() for name in checkpoints.WEIGHTS)
+    ):
+        last = checkpoints.scan(path).last
+        hint = f"start from its last complete checkpoint, {last}" if last else "and no complete checkpoint"
+        raise ConfigError(
+            f"model: {path} is a `memtrain train` output without its final model (the run did not finish); "
+            f"{hint}"
+        )
+
+
+def base_model(model: str) -> str:
+    """The model an earlier run's output folder or checkpoint was trained from, followed back to the first
+    one that is not itself a `memtrain train` output (`model` when it is none). Data built for a tokenizer
+    (HotpotQA instances) is named after it, so a run from the instruct model and one from a MemTrain
+    checkpoint of it train on the same instances."""
+    seen: set[str] = set()
+    while model not in seen and (Path(model).expanduser() / CONFIG_FILE).is_file():
+        seen.add(model)
+        try:
+            parent = json.loads((Path(model).expanduser() / CONFIG_FILE).read_text()).get("model")
+        except (OSError, ValueError, AttributeError):
+            break
+        if not isinstance(parent, str) or not parent or (_looks_local(parent) and not Path(parent).exists()):
+            break
+        model = parent
+    return model
 
 
 # --- configuration ------------------------------------------------------------------------------------------
@@ -113,9 +202,24 @@ def check_config(config: TrainConfig) -> CorpusVersion:
         raise ConfigError("backend vllm needs the vllm package: pip install 'memtrain[gpu]'")
     if config.lora and importlib.util.find_spec("peft") is None:
         raise ConfigError("lora needs the peft package: pip install peft")
+    if _looks_local(config.model) or Path(config.model).expanduser().is_dir():
+        check_start_model(config.model)
+        if Path(config.model).expanduser().resolve() == Path(config.output_dir).expanduser().resolve():
+            raise ConfigError(
+                f"output_dir: {config.output_dir} is the model's folder; write the new run elsewhere"
+            )
     try:
-        corpus = open_corpus(config.corpus, config.corpus_version)
+        source = models.resolve(config.model)
+        if not source.is_gguf:
+            models.check_weights(source.name)
+    except MemtrainError as exc:
+        raise ConfigError(f"model: {exc}") from None
+    # After the cheap checks: a task that builds its data (hotpotqa) does it here.
+    try:
+        corpus = training_corpus(config)
         files = corpus.episode_files()
+    except ConfigError:
+        raise
     except MemtrainError as exc:
         raise ConfigError(f"corpus: {exc}") from None
     if not files:
@@ -124,12 +228,6 @@ def check_config(config: TrainConfig) -> CorpusVersion:
         raise ConfigError(
             f"corpus: {corpus.path}: no episode left to train on after holding out {config.held_out_episodes}"
         )
-    try:
-        source = models.resolve(config.model)
-        if not source.is_gguf:
-            models.check_weights(source.name)
-    except MemtrainError as exc:
-        raise ConfigError(f"model: {exc}") from None
     return corpus
 
 
@@ -314,7 +412,7 @@ def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0, label: st
         label = f"{label} evaluation, {len(episodes) * config.group_size} trajectories: "
         on_call = report_calls(trainer.status, label)
         trajectories: list[Trajectory] = (
-            rollout(mine, backend, config, seed=seed, on_call=on_call) if mine else []
+            trainer.task.rollout(mine, backend, config, seed=seed, on_call=on_call) if mine else []
         )
     recall = [r for t in trajectories if t.recall is not None for r in t.recall.rewards]
     local = [sum(t.reward for t in trajectories), sum(t.em for t in trajectories), len(trajectories)]
@@ -351,12 +449,16 @@ def build_trainer(
     tokenizer = models.load_tokenizer(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    task = get_task(config.task)
     files = [str(f) for f in corpus.episode_files()]
-    dataset = train_dataset(files, config.seed, config.held_out_episodes)
+    dataset = train_dataset(files, config.seed, config.held_out_episodes, task)
     rank, world = args.process_index, args.world_size
     reserve = EpisodeReserve(
         lambda: itertools.islice(
-            stream_episodes(files, config.seed + 1, config.held_out_episodes), rank, None, world
+            stream_episodes(files, config.seed + 1, config.held_out_episodes, columns=task.columns),
+            rank,
+            None,
+            world,
         )
     )
     trainer = MemTrainer(
@@ -478,7 +580,8 @@ def train(
     corpus = check_config(config)
     output_dir = Path(config.output_dir)
     last, moved = choose_checkpoint(output_dir, resume, console)
-    held_out = held_out_episodes(corpus, config.eval_episodes) if config.eval_episodes else []
+    task = get_task(config.task)
+    held_out = held_out_episodes(corpus, config.eval_episodes, task) if config.eval_episodes else []
 
     trainer = build_trainer(config, corpus, console, reward_fn=reward_fn)
     write_json_atomic(output_dir / CONFIG_FILE, {**to_dict(config), "corpus_path": str(corpus.path)})

@@ -38,13 +38,14 @@ from trl.trainer.utils import pad, selective_log_softmax_and_entropy, use_adapte
 from ..config import to_dict
 from ..errors import MemtrainError
 from ..io import write_json_atomic
+from ..tasks.base import get_task
 from . import checkpoints, grpo
-from .agent import AgentConfig, report_calls, rollout
+from .agent import AgentConfig, report_calls
 from .backends import SamplingParams, stop_token_ids
 from .backends.transformers import TransformersBackend
 from .backends.vllm import VLLMBackend
 from .config import TrainConfig
-from .rewards import exact_match_reward
+from .rewards import boxed_reward
 from .types import Generation, Trajectory
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ CONFIG_FILE = "memtrain_config.json"
 
 
 def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
-    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation)."""
+    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation): the budgets,
+    groups and sampling of `config`, and its task's problem (for rows without one) and answer metric."""
     return AgentConfig(
+        problem=get_task(config.task).default_problem or "",
+        answer_metric=config.answer_metric,
         problem_tokens=config.problem_tokens,
         chunk_tokens=config.chunk_tokens,
         memory_tokens=config.memory_tokens,
@@ -68,6 +72,22 @@ def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
         temperature=config.eval_temperature if evaluation else config.temperature,
         top_p=config.eval_top_p if evaluation else config.top_p,
         seed=config.seed,
+    )
+
+
+def group_rows(
+    group: Sequence[Trajectory], config: TrainConfig, reward_fn: Callable[[Trajectory], float] | None = None
+) -> grpo.EpisodeRows:
+    """One episode's G1 scored trajectories (see ``agent.score_trajectory``) → rewards, advantages and rows as
+    `config` says (Eq. 1-3, DAPO dynamic sampling). `reward_fn` replaces R_E of each trajectory."""
+    return grpo.episode_rows(
+        group,
+        rewards=[reward_fn(t) for t in group] if reward_fn is not None else None,
+        recall_weight=config.recall_weight,
+        recall=config.recall,
+        coupling=config.coupling,
+        scale_rewards=config.scale_rewards,
+        dynamic_sampling=config.dynamic_sampling,
     )
 
 
@@ -153,7 +173,8 @@ class _TRLvLLMBackend:
 
 
 class MemTrainer(GRPOTrainer):
-    """Joint GRPO on the memory agent (PAPER.md §5). Each dataset row is an episode of the corpus.
+    """Joint GRPO on the memory agent (PAPER.md §5). Each dataset row is an episode of the config's task
+    (``memtrain.tasks``), which also rolls it out.
 
     `reward_fn`, when given, replaces the end-to-end reward R_E of each trajectory (for custom tasks and
     tests); `reserve` supplies the extra episodes of dynamic sampling (none: dropped groups are not replaced).
@@ -180,14 +201,15 @@ class MemTrainer(GRPOTrainer):
         if args.steps_per_generation != args.gradient_accumulation_steps:
             raise MemtrainError("MemTrainer needs steps_per_generation == gradient_accumulation_steps")
         self.memtrain_config = config
+        self.task = get_task(config.task)
         self.agent_config = agent_config(config)
         self.reserve = reserve
         self.reward_fn = reward_fn
         super().__init__(
             model=model,
             # TRL insists on a reward source. MemTrain's rewards (Eq. 1-2) are computed in `sample_batch`,
-            # which replaces TRL's scoring, so this one is never called: it only names the task's metric.
-            reward_funcs=[exact_match_reward],
+            # which replaces TRL's scoring, so this one is never called: it only names the answer metric.
+            reward_funcs=[boxed_reward(config.answer_metric)],
             args=args,
             train_dataset=train_dataset,
             processing_class=processing_class,
@@ -255,16 +277,7 @@ class MemTrainer(GRPOTrainer):
             group_size = self.agent_config.group_size
             for start in range(0, len(trajectories), group_size):
                 group = trajectories[start : start + group_size]
-                custom = [self.reward_fn(t) for t in group] if self.reward_fn is not None else None
-                episode = grpo.episode_rows(
-                    group,
-                    rewards=custom,
-                    recall_weight=cfg.recall_weight,
-                    recall=cfg.recall,
-                    coupling=cfg.coupling,
-                    scale_rewards=cfg.scale_rewards,
-                    dynamic_sampling=cfg.dynamic_sampling,
-                )
+                episode = group_rows(group, cfg, self.reward_fn)
                 batch.trajectories.extend(group)
                 batch.rewards.extend(episode.rewards)
                 batch.counts.add(episode.counts)
@@ -291,7 +304,9 @@ class MemTrainer(GRPOTrainer):
         start = time.perf_counter()
         with self.generation_backend() as backend:
             trajectories = (
-                rollout(episodes, backend, self.agent_config, seed=self._rollout_seed(round_), on_call=count)
+                self.task.rollout(
+                    episodes, backend, self.agent_config, seed=self._rollout_seed(round_), on_call=count
+                )
                 if episodes
                 else []
             )

@@ -1,0 +1,265 @@
+"""Tasks: what the memory agent reads, what it is asked, and how its answer is scored, behind one interface.
+
+A :class:`Task` says
+
+- where its episodes come from: :meth:`Task.training_corpus` gives the corpus version that training streams
+  (and whose first ``held_out_episodes`` rows, by ``index``, are the held-out evaluation set);
+  :attr:`Task.columns` are the columns of an episode row the agent reads, :meth:`Task.schema` their types;
+- the problem of a row (:meth:`Task.problem`) and its gold answers (:meth:`Task.answers`);
+- the score of the final ``\\boxed{}`` answer, which is also the end-to-end reward
+  (:attr:`Task.answer_metric`, a name in ``memtrain.trainer.rewards.METRICS``; :meth:`Task.score`);
+- whether the intermediate-memory-recall probe applies (:attr:`Task.recall`: the rows carry entity spans);
+- how an episode is rolled out (:meth:`Task.rollout`: both tasks here use the memory agent).
+
+``memtrain rollout``, ``memtrain train`` and evaluation read episodes through this interface, so a new task
+(search QA, say) is a new entry in :data:`TASKS`, not a change to the trainer.
+
+- ``masked-entity``: MemTrain's self-supervised pretraining task. Rows of a ``memtrain build-corpus`` corpus:
+  a Wikipedia document with one entity replaced by ``[MASK]``; the problem asks which entity it is; entity
+  spans make the recall probe possible.
+- ``hotpotqa``: long-document QA post-training, MemAgent's recipe. Rows of a HotpotQA instance set
+  (``memtrain.tasks.hotpotqa``): the question's paragraphs padded with other HotpotQA paragraphs to
+  ``num_docs`` documents; the problem is the question; no entity spans, so no recall probe.
+
+This module imports nothing heavy; the corpus, the instance builder and the agent load when used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigError, MemtrainError
+from ..trainer import prompts, rewards
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ..corpus import CorpusVersion
+    from ..trainer.config import TrainConfig
+    from ..trainer.types import Trajectory
+
+MASKED_ENTITY = "masked-entity"
+HOTPOTQA = "hotpotqa"
+
+
+def episode_name(row: Mapping[str, Any]) -> str:
+    return str(row.get("episode_id", row.get("index", "?")))
+
+
+def gold_answers(row: Mapping[str, Any]) -> list[str]:
+    """The gold answers of an episode row: ``answer`` first, then the other aliases of ``answers``."""
+    answers = row.get("answers")
+    answers = [str(a) for a in answers] if answers is not None and not isinstance(answers, str) else []
+    answer = row.get("answer")
+    if isinstance(answer, str):
+        answers = [answer, *[a for a in answers if a != answer]]
+    if not answers:
+        raise MemtrainError(f"episode {episode_name(row)}: needs a gold 'answer' (or a list 'answers')")
+    return answers
+
+
+def row_problem(row: Mapping[str, Any], default: str | None) -> str:
+    """The problem an episode row asks: its own ``problem`` field, else `default`."""
+    problem = row.get("problem") or default
+    if not problem:
+        raise MemtrainError(f"episode {episode_name(row)}: has no 'problem' and its task gives none")
+    return str(problem)
+
+
+class Task:
+    """One task; see the module docstring. Subclasses set the class attributes and `training_corpus`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]  # what the agent reads of an episode row
+    answer_metric: ClassVar[str] = "em"  # the default score of the final answer (the E2E reward)
+    recall: ClassVar[bool] = False  # rows carry entity spans: the recall probe (IMR) applies
+    default_problem: ClassVar[str | None] = None  # the problem of rows without their own
+    builds_corpus: ClassVar[bool] = False  # training_corpus builds data: one process does it
+
+    def problem(self, row: Mapping[str, Any]) -> str:
+        return row_problem(row, self.default_problem)
+
+    def answers(self, row: Mapping[str, Any]) -> list[str]:
+        return gold_answers(row)
+
+    def score(self, prediction: str | None, gold: str | Sequence[str], metric: str | None = None) -> float:
+        """`prediction` (the last ``\\boxed{}``, None when there was none) against the gold answers."""
+        return rewards.METRICS[metric or self.answer_metric](prediction, gold)
+
+    def schema(self) -> pa.Schema:
+        """The Arrow types of :attr:`columns` (the training stream's features)."""
+        raise NotImplementedError
+
+    def check(self, config: TrainConfig) -> None:
+        """ConfigError for a training config this task cannot run; reads no data, loads no model."""
+        if config.recall and not self.recall:
+            raise ConfigError(
+                f"recall: the {self.name} task has no entity spans for the recall probe; set recall: false"
+            )
+
+    def training_corpus(self, config: TrainConfig, tokenizer: str) -> CorpusVersion:
+        """The corpus version training streams its episodes from (built first when the task builds data).
+
+        `tokenizer` names the trained model's tokenizer (token counts and chunks of built data)."""
+        raise NotImplementedError
+
+    def rollout(
+        self, episodes: Sequence[Mapping[str, Any]], backend: Any, config: Any, **kwargs
+    ) -> list[Trajectory]:
+        """The trajectories of `episodes` (``memtrain.trainer.agent.rollout``'s arguments and result)."""
+        from ..trainer.agent import rollout
+
+        return rollout(episodes, backend, config, **kwargs)
+
+
+class MaskedEntityTask(Task):
+    name = MASKED_ENTITY
+    description = "MemTrain's pretraining: name the entity replaced by [MASK] in a Wikipedia document"
+    columns = ("episode_id", "index", "text", "answer", "entities")
+    recall = True
+    default_problem = prompts.MEMTRAIN_PROBLEM
+
+    def schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        from ..pipeline.schema import EPISODE_SCHEMA
+
+        return pa.schema([EPISODE_SCHEMA.field(c) for c in self.columns])
+
+    def check(self, config: TrainConfig) -> None:
+        super().check(config)
+        if not config.corpus:
+            raise ConfigError("corpus: not set; give the folder `memtrain build-corpus` wrote (corpus=PATH)")
+        if not Path(config.corpus).exists():
+            raise ConfigError(f"corpus: {config.corpus}: no such corpus folder")
+
+    def training_corpus(self, config: TrainConfig, tokenizer: str) -> CorpusVersion:
+        from ..corpus import open_corpus
+
+        try:
+            return open_corpus(config.corpus, config.corpus_version)
+        except MemtrainError as exc:
+            raise ConfigError(f"corpus: {exc}") from None
+
+
+class HotpotQATask(Task):
+    name = HOTPOTQA
+    description = "long-document QA: answer a HotpotQA question from its paragraphs among num_docs documents"
+    columns = ("episode_id", "index", "text", "answer", "answers", "problem")
+    builds_corpus = True
+    train_split = "train"  # MemAgent post-trains on HotpotQA train; memtrain eval reads the dev split
+
+    def schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        from .hotpotqa import INSTANCE_SCHEMA
+
+        return pa.schema([INSTANCE_SCHEMA.field(c) for c in self.columns])
+
+    def check(self, config: TrainConfig) -> None:
+        from .hotpotqa import looks_like_path
+
+        super().check(config)
+        if not config.corpus:
+            raise ConfigError(
+                "corpus: not set; give the folder the HotpotQA training instances are built in "
+                "(corpus=corpora/hotpotqa-train), or a version folder of instances built before"
+            )
+        if config.num_docs < 1:
+            raise ConfigError(f"num_docs must be at least 1 document, got {config.num_docs}")
+        if config.max_questions is not None and config.max_questions < 1:
+            raise ConfigError(f"max_questions must be at least 1 (or unset: all), got {config.max_questions}")
+        if config.data and looks_like_path(config.data) and not Path(config.data).exists():
+            raise ConfigError(f"data: {config.data}: no such file")
+
+    def training_corpus(self, config: TrainConfig, tokenizer: str) -> CorpusVersion:
+        """A version folder (or `corpus_version`) of instances built before is used as it is; otherwise the
+        instances of `max_questions` questions of `data` at `num_docs` documents are built under `corpus`
+        (reused when an identical build is there)."""
+        from ..corpus import (
+            MANIFEST_NAME,
+            corpora_in,
+            is_version_dir,
+            list_versions,
+            open_corpus,
+            read_manifest,
+        )
+        from . import hotpotqa
+
+        root = Path(config.corpus)
+        if config.corpus_version is not None or is_version_dir(root):
+            try:
+                corpus = open_corpus(root, config.corpus_version)
+            except MemtrainError as exc:
+                raise ConfigError(f"corpus: {exc}") from None
+            self._check_instances(corpus, config.num_docs)
+            return corpus
+        if root.is_dir() and (inside := corpora_in(root)):
+            raise ConfigError(
+                f"corpus: {root} is a folder of corpora ({', '.join(p.name for p in inside)}); give a folder "
+                f"of its own for the HotpotQA training instances, e.g. {root / 'hotpotqa-train'}"
+            )
+        for version in list_versions(root) if root.is_dir() else []:
+            if not is_version_dir(root / f"v{version}"):
+                continue
+            kind = read_manifest(root / f"v{version}" / MANIFEST_NAME).get("kind")
+            if kind != hotpotqa.INSTANCE_KIND:
+                raise ConfigError(
+                    f"corpus: {root} holds another kind of corpus (v{version}: {kind or 'masked-entity'}); "
+                    "give a folder of its own for the HotpotQA training instances"
+                )
+        source = config.data or hotpotqa.DEFAULT_HUB_ID
+        try:
+            questions = hotpotqa.load_questions(source, split=config.data_split)
+        except MemtrainError as exc:
+            raise ConfigError(f"data: {exc}") from None
+        pool = hotpotqa.DocumentPool.from_questions(
+            questions
+        )  # the whole split's paragraphs pad every instance
+        selected = questions[: config.max_questions] if config.max_questions else questions
+        try:
+            return hotpotqa.build_instances(
+                selected,
+                [config.num_docs],
+                config.instance_seed,
+                root.parent,
+                root.name,
+                tokenizer=tokenizer,
+                chunk_size=config.chunk_tokens,
+                source_fingerprint=hotpotqa.source_fingerprint(source, split=config.data_split),
+                pool=pool,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"hotpotqa instances: {exc}") from None
+
+    @staticmethod
+    def _check_instances(corpus: CorpusVersion, num_docs: int) -> None:
+        from . import hotpotqa
+
+        if corpus.manifest.get("kind") != hotpotqa.INSTANCE_KIND:
+            raise ConfigError(f"corpus: {corpus.path} is not a HotpotQA instance set")
+        lengths = hotpotqa.instance_lengths(corpus)
+        if lengths != [num_docs]:
+            raise ConfigError(
+                f"corpus: {corpus.path} holds instances of {', '.join(map(str, lengths))} documents, "
+                f"not only num_docs={num_docs}; set num_docs to match, or give the folder above it to build "
+                "them"
+            )
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (MaskedEntityTask(), HotpotQATask())}
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`; a ConfigError listing the known ones otherwise."""
+    if name not in TASKS:
+        raise ConfigError(f"task: unknown task {name!r}; known: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def task_of_corpus(corpus: CorpusVersion) -> Task:
+    """The task whose episodes a corpus version holds (its manifest's ``task``; masked-entity without one)."""
+    return get_task(corpus.manifest.get("task") or MASKED_ENTITY)
