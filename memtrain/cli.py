@@ -481,13 +481,17 @@ def train_cmd(
         list[str] | None, typer.Option("--override", "-o", help="key=value, repeatable (-o max_steps=10).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in output_dir.")] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(help="What to train on: masked-entity or hotpotqa (default: the config's task)."),
+    ] = None,
 ) -> None:
     """Train a memory agent with MemTrain's joint GRPO (E2E + intermediate memory recall) on a corpus."""
     from .config import load_config
     from .trainer.config import TrainConfig
     from .trainer.train import train
 
-    train_config = load_config(TrainConfig, config, override)
+    train_config = load_config(TrainConfig, config, [*(override or []), *([f"task={task}"] if task else [])])
     result = train(train_config, resume=resume, console=console)
     table = Table(title=f"memtrain train: {result.steps} steps, {result.seconds_per_step:.1f} s/step")
     for col in ("held-out", "E2E reward", "EM", "recall EM"):

@@ -41,10 +41,17 @@ def records(run: Path) -> dict[str, dict]:
     return {r["key"]: {k: v for k, v in r.items() if k != "seconds"} for r in rows}
 
 
+# The 8 × {50, 100} run reads each document in one call cut to a 1,000-token budget (`truncate`): a CPU
+# prefills SmolLM2 at a few hundred tokens/s, and the memory agent reading all 170k tokens would take minutes.
+# The memory agent's own end-to-end run is the resume test's (N = 20).
+FIXTURE = ["--method", "truncate", "-o", "chunk_tokens=1000"]
+AGENT = ["-o", "chunk_tokens=1000"]
+
+
 @pytest.fixture(scope="module")
 def eval_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
-    result = memtrain(*eval_args(out, 8, "50,100"))
+    result = memtrain(*eval_args(out, 8, "50,100", *FIXTURE))
     assert result.returncode == 0, result.stderr
     return out, only_run(out), result
 
@@ -62,30 +69,31 @@ def test_eval_writes_the_table_json_plot_and_items(eval_run):
         assert cell["doc_tokens"]["mean"] > 100 * n  # ~140 tokens per HotpotQA paragraph
     assert cells[100]["doc_tokens"]["mean"] > cells[50]["doc_tokens"]["mean"]
     assert results["tokens_per_s"] > 0
-    assert results["config"]["method"] == "memory-agent"
+    assert results["config"]["method"] == "truncate"
+    assert cells[50]["cut"]["n_cut"] == 8 and cells[100]["cut"]["mean_cut_tokens"] > 10_000
     assert (run / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| 50 |" in (run / "results.md").read_text() or "50" in (run / "results.md").read_text()
+    assert "50" in (run / "results.md").read_text()
     items = pq.read_table(run / "items.parquet").to_pylist()
     assert len(items) == 16
-    assert all(len(item["memories"]) == item["num_chunks"] >= 3 for item in items)  # 3,000-token chunks
-    assert all(item["response"] is not None for item in items)
+    assert all(item["response"] is not None and item["cut_tokens"] > 0 for item in items)
 
 
 def test_a_rerun_generates_nothing_and_changes_no_record(eval_run):
     out, run, _ = eval_run
     before = (run / "items.jsonl").read_bytes()
-    result = memtrain(*eval_args(out, 8, "50,100"))
+    result = memtrain(*eval_args(out, 8, "50,100", *FIXTURE))
     assert result.returncode == 0, result.stderr
     assert "generated 0 new item(s) of 16" in result.stdout
     assert (run / "items.jsonl").read_bytes() == before
 
 
 def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
-    # 4 questions at N = 20 in two batches of 2: small enough to run twice, once killed after its first batch.
-    reference = memtrain(*eval_args(tmp_path / "uninterrupted", 4, "20", batch=2))
+    # The memory agent on 4 questions at N = 20 (~2.8k tokens, 1,000-token chunks) in two batches of 2: small
+    # enough to run twice, once killed after its first batch.
+    reference = memtrain(*eval_args(tmp_path / "uninterrupted", 4, "20", *AGENT, batch=2))
     assert reference.returncode == 0, reference.stderr
     killed = tmp_path / "killed"
-    args = [sys.executable, "-m", "memtrain", *eval_args(killed, 4, "20", batch=2)]
+    args = [sys.executable, "-m", "memtrain", *eval_args(killed, 4, "20", *AGENT, batch=2)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
     items = None
@@ -99,12 +107,13 @@ def test_a_killed_run_resumes_to_the_records_of_an_uninterrupted_one(tmp_path):
     proc.wait()
     assert items is not None, "the run finished (or never started) before it could be killed"
     assert len(records(items.parent)) == 2
-    resumed = memtrain(*eval_args(killed, 4, "20", batch=2))
+    resumed = memtrain(*eval_args(killed, 4, "20", *AGENT, batch=2))
     assert resumed.returncode == 0, resumed.stderr
     assert "generated 2 new item(s) of 4" in resumed.stdout
     expected = records(only_run(tmp_path / "uninterrupted"))
     assert items.parent.name == only_run(tmp_path / "uninterrupted").name  # same settings: same run name
     assert len(expected) == 4 and records(items.parent) == expected
+    assert all(len(r["memories"]) == r["num_chunks"] >= 2 for r in expected.values())
 
 
 def test_the_report_merges_runs_in_the_table1_layout_with_the_papers_rows(eval_run, tmp_path):
@@ -116,14 +125,6 @@ def test_the_report_merges_runs_in_the_table1_layout_with_the_papers_rows(eval_r
         assert column in table
     assert "Qwen2.5-7B-Instruct" in table and "smollm2-135m-instruct" in table
     assert (tmp_path / "report" / "table1.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_truncate_cuts_the_document_to_one_calls_budget_and_says_how_much(tmp_path):
-    result = memtrain(*eval_args(tmp_path, 2, "50", "--method", "truncate"))
-    assert result.returncode == 0, result.stderr
-    results = json.loads((only_run(tmp_path) / "results.json").read_text())
-    (cell,) = results["cells"]
-    assert cell["cut"]["n_cut"] == 2 and cell["cut"]["mean_cut_tokens"] > 2000
 
 
 @pytest.mark.parametrize(
