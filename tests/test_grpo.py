@@ -1,4 +1,4 @@
-"""MemTrain's joint GRPO one equation at a time (PAPER.md §3-§5): rewards, advantages, rows, filtering."""
+"""MemTrain's joint GRPO one equation at a time (docs/method.md §3-§5): rewards, advantages, rows."""
 
 from __future__ import annotations
 

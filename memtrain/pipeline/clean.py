@@ -1,7 +1,7 @@
 """The clean stage: a wikitext page → a plain-text main-namespace article, or a reason to drop it.
 
 Parsing is mwparserfromhell's; rendering is ours. `strip_code()` deletes every template, which leaves holes
-such as "At , Alabama" exactly where numbers and dates were (FIELD_NOTES.md), and those are the entities
+such as "At , Alabama" exactly where numbers and dates were (see docs/reading.md), and those are the entities
 MemTrain masks. So the renderer walks the parse tree itself and writes out the text of *value* templates
 (`{{convert}}`, `{{formatnum:}}`, dates, `{{lang}}`, fractions, currencies, …, see `VALUE_TEMPLATES`),
 while dropping everything that is not article prose: other templates (infoboxes, navboxes, citations,

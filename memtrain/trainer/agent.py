@@ -1,4 +1,4 @@
-"""The memory agent and its batched rollout loop (PAPER.md §1, §3, §4).
+"""The memory agent and its batched rollout loop (docs/method.md §1, §3, §4).
 
 Read top to bottom, :func:`rollout` is the whole algorithm:
 
@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "tiny": {"problem_tokens": 256, "chunk_tokens": 512, "memory_tokens": 128, "response_tokens": 128},
 }
-# Sampling settings (PAPER.md §8): MemAgent's training and evaluation values.
+# Sampling settings (docs/method.md §8): MemAgent's training and evaluation values.
 SAMPLING: dict[str, dict[str, float]] = {
     "train": {"temperature": 1.0, "top_p": 1.0},
     "eval": {"temperature": 0.7, "top_p": 0.95},

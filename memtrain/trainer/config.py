@@ -1,4 +1,4 @@
-"""`memtrain train`'s configuration: the paper's joint-GRPO settings as defaults (PAPER.md §5, §8).
+"""`memtrain train`'s configuration: the paper's joint-GRPO settings as defaults (docs/method.md §5, §8).
 
 Load with ``memtrain.config.load_config(TrainConfig, path, overrides)`` and call :meth:`TrainConfig.validate`
 before loading any model: it checks everything that can be checked without one (keys, group sizes, token

@@ -1,4 +1,4 @@
-"""MemTrain's joint GRPO as pure functions: rewards → advantages → filtered groups → rows (PAPER.md §5).
+"""MemTrain's joint GRPO as pure functions: rewards → advantages → filtered groups → rows (docs/method.md §5).
 
 * E2E group: the G1 trajectories of one episode, ``R_E = EM + λ·mean(recall EM)`` (Eq. 2, via
   `rewards.e2e_reward`).

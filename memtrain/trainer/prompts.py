@@ -5,7 +5,7 @@ intermediate memory *recall* probe. The update and answer prompts take the task'
 masked-entity question by default, a downstream task's own question otherwise.
 
 The paper prints the answer template with an empty ``<section>`` slot and ``boxed{}`` without its backslash;
-memtrain drops the empty slot and writes ``\\boxed{}``, which is what the paper means (PAPER.md §1).
+memtrain drops the empty slot and writes ``\\boxed{}``, which is what the paper means (docs/method.md §1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Intermediate memory recall (IMR, PAPER.md §4): which memory to probe and with which masked section.
+"""Intermediate memory recall (IMR, docs/method.md §4): which memory to probe and with which masked section.
 
 For a finished trajectory over chunks ``0..n-1`` (memory_t is the memory written after reading chunk t):
 

@@ -173,7 +173,7 @@ class _TRLvLLMBackend:
 
 
 class MemTrainer(GRPOTrainer):
-    """Joint GRPO on the memory agent (PAPER.md §5). Each dataset row is an episode of the config's task
+    """Joint GRPO on the memory agent (docs/method.md §5). Each dataset row is an episode of the config's task
     (``memtrain.tasks``), which also rolls it out.
 
     `reward_fn`, when given, replaces the end-to-end reward R_E of each trajectory (for custom tasks and
@@ -262,7 +262,7 @@ class MemTrainer(GRPOTrainer):
         ) % 2**31
 
     def sample_batch(self, episodes: list[dict]) -> SampledBatch:
-        """Rollouts for `episodes`, rows with advantages, and DAPO dynamic sampling (PAPER.md §5).
+        """Rollouts for `episodes`, rows with advantages, and DAPO dynamic sampling (docs/method.md §5).
 
         Groups whose rewards are all equal are dropped; while fewer episodes than asked still contribute rows,
         more are drawn from the reserve, for at most `max_sampling_rounds` rounds. All processes run the same
