@@ -221,9 +221,13 @@ class BatchResult:
     seconds: float
 
 
-def _base_record(instance: Mapping[str, Any], sample: int) -> dict[str, Any]:
+def _record(
+    instance: Mapping[str, Any], sample: int, response: str | None, finish_reason: str | None, **fields: Any
+) -> dict[str, Any]:
+    """One item's record: its identity and gold, the final response (empty or missing: failed), `fields`."""
     answers = instance.get("answers")
     answers = list(answers) if answers is not None and not isinstance(answers, str) else [instance["answer"]]
+    answered = bool((response or "").strip())
     return {
         "key": item_key(str(instance["episode_id"]), sample),
         "episode_id": str(instance["episode_id"]),
@@ -231,6 +235,11 @@ def _base_record(instance: Mapping[str, Any], sample: int) -> dict[str, Any]:
         "num_docs": int(instance.get("num_docs", 0)),
         "sample": sample,
         "answers": [str(a) for a in answers],
+        "response": response,
+        "failed": not answered,
+        "error": None if answered else "empty response",
+        "finish_reason": finish_reason,
+        **fields,
     }
 
 
@@ -256,22 +265,20 @@ def run_memory_agent(
         generated = sum(len(t.generation.completion_ids) for t in trajectory.turns)
         prompt_tokens += used
         completion_tokens += generated
-        response = final.text if final is not None else None
         records.append(
-            {
-                **_base_record(instance, trajectory.sample),
-                "response": response,
-                "failed": not (response or "").strip(),
-                "error": None if (response or "").strip() else "empty response",
-                "finish_reason": final.finish_reason if final is not None else None,
-                "memories": trajectory.memories,
-                "num_chunks": trajectory.num_chunks,
-                "doc_tokens": doc_tokens[trajectory.episode_id],
-                "cut_tokens": 0,
-                "prompt_tokens": used,
-                "completion_tokens": generated,
-                "seconds": seconds / max(len(trajectories), 1),
-            }
+            _record(
+                instance,
+                trajectory.sample,
+                final.text if final is not None else None,
+                final.finish_reason if final is not None else None,
+                memories=trajectory.memories,
+                num_chunks=trajectory.num_chunks,
+                doc_tokens=doc_tokens[trajectory.episode_id],
+                cut_tokens=0,
+                prompt_tokens=used,
+                completion_tokens=generated,
+                seconds=seconds / max(len(trajectories), 1),
+            )
         )
     return BatchResult(records, prompt_tokens, completion_tokens, seconds)
 
@@ -322,22 +329,20 @@ def run_single_call(
         on_call(CallStats("call", 0, len(prompt_ids), prompt_tokens, completion_tokens, seconds))
     records = []
     for (instance, sample, doc_tokens, cut), generation in zip(metas, generations, strict=True):
-        text = generation.text
         records.append(
-            {
-                **_base_record(instance, sample),
-                "response": text,
-                "failed": not text.strip(),
-                "error": None if text.strip() else "empty response",
-                "finish_reason": generation.finish_reason,
-                "memories": [],
-                "num_chunks": 0,
-                "doc_tokens": doc_tokens,
-                "cut_tokens": cut,
-                "prompt_tokens": len(generation.prompt_ids),
-                "completion_tokens": len(generation.completion_ids),
-                "seconds": seconds / max(len(generations), 1),
-            }
+            _record(
+                instance,
+                sample,
+                generation.text,
+                generation.finish_reason,
+                memories=[],
+                num_chunks=0,
+                doc_tokens=doc_tokens,
+                cut_tokens=cut,
+                prompt_tokens=len(generation.prompt_ids),
+                completion_tokens=len(generation.completion_ids),
+                seconds=seconds / max(len(generations), 1),
+            )
         )
     return BatchResult(records, prompt_tokens, completion_tokens, seconds)
 
