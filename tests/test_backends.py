@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from agent_support import smollm2_backend, smollm2_tokenizer
@@ -50,6 +52,30 @@ def test_sampled_logprobs_are_the_models_logprobs_of_the_sampled_tokens(prompts,
     for g in generations:
         assert len(g.logprobs) == len(g.completion_ids) > 0
         assert g.logprobs == pytest.approx(teacher_forced_logprobs(backend, g, temperature), abs=2e-3)
+
+
+def test_a_checkpoints_generation_config_does_not_change_what_is_sampled(prompts):
+    """Qwen2.5-Instruct's generation_config sets repetition_penalty 1.05; others set top_k or min lengths.
+    None of that may reach sampling: the samples and their log-probs are those of softmax(logits / T)."""
+    backend = smollm2_backend()
+    params = SamplingParams(12, 0.8, 1.0, seed=7)
+    clean = backend.generate(prompts, params)
+    saved = backend.model.generation_config
+    polluted = copy.deepcopy(saved)
+    polluted.repetition_penalty = 1.3
+    polluted.no_repeat_ngram_size = 2
+    polluted.top_k = 3
+    polluted.min_new_tokens = 10
+    polluted.suppress_tokens = [clean[0].completion_ids[0]]  # the first token the clean run sampled
+    backend.model.generation_config = polluted
+    try:
+        sampled = backend.generate(prompts, params)
+    finally:
+        backend.model.generation_config = saved
+    assert [g.completion_ids for g in sampled] == [g.completion_ids for g in clean]
+    for g in sampled:
+        assert g.logprobs == pytest.approx(teacher_forced_logprobs(backend, g, params.temperature), abs=2e-3)
+    assert backend.model.generation_config is saved  # the checkpoint's own config is put back
 
 
 def test_generation_is_seeded_and_stops_at_eos_or_the_length_limit(prompts):

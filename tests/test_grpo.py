@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from memtrain.errors import ConfigError
@@ -133,7 +135,12 @@ def test_config_defaults_are_the_papers():
         ({"corpus": "/no/such/corpus"}, "no such corpus"),
         ({"model": "/no/such/model"}, "no such file"),
         ({"trl_args": {"not_a_field": 1}}, "not_a_field"),
-        ({"trl_args": {"beta": 0.1}}, "top-level"),
+        ({"trl_args": {"beta": 0.1}}, "beta is set by memtrain"),
+        # Fields memtrain sets without a key of the same name are memtrain's too (derived, not hand-listed).
+        ({"trl_args": {"shuffle_dataset": True}}, "shuffle_dataset is set by memtrain"),
+        ({"trl_args": {"steps_per_generation": 4, "disable_dropout": False}}, "disable_dropout, steps_per"),
+        ({"trl_args": {"gradient_checkpointing": True}}, "gradient_checkpointing is set by memtrain"),
+        ({"update_episodes": 5}, "update_episodes .5. must be a positive divisor of episodes_per_step .32."),
         ({"trl_args": {"vllm_enable_sleep_mode": True}}, "vllm_enable_sleep_mode=True is not supported"),
         ({"trl_args": {"vllm_tensor_parallel_size": 2}}, "tensor-parallel"),
         ({"trl_args": {"top_k": 50}}, "temperature and top_p"),
@@ -143,3 +150,22 @@ def test_bad_configs_fail_before_any_model_is_loaded(tmp_path, overrides, messag
     config = TrainConfig(**{"corpus": str(tmp_path), "model": str(tmp_path), **overrides})
     with pytest.raises(ConfigError, match=message):
         config.validate()
+
+
+def test_every_field_memtrain_sets_is_a_grpo_config_field_and_updates_follow_update_episodes():
+    from trl import GRPOConfig
+
+    from memtrain.trainer.config import owned_trl_fields
+
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert owned_trl_fields() <= known
+    config = TrainConfig(update_episodes=8, max_steps=500, save_steps=50, warmup_steps=10)
+    kwargs = config.trl_kwargs()
+    # 32 episodes × G1 8 = 256 trajectories per rollout batch, dealt into 4 updates of 8 episodes' worth.
+    assert config.updates_per_step == 4
+    assert (kwargs["steps_per_generation"], kwargs["gradient_accumulation_steps"]) == (4, 1)
+    assert kwargs["per_device_train_batch_size"] * kwargs["steps_per_generation"] == 256
+    assert (kwargs["max_steps"], kwargs["save_steps"], kwargs["warmup_steps"]) == (2000, 200, 40)
+    args = GRPOConfig(**{**kwargs, "report_to": []})
+    assert args.generation_batch_size == 256
+    assert TrainConfig().updates_per_step == 1  # the pretraining preset: one update per rollout batch

@@ -301,3 +301,67 @@ def test_resume_after_a_kill_during_a_checkpoint_save_continues_from_the_last_co
     assert (run / "incomplete-checkpoint-2" / "model.safetensors").is_file()  # kept, not deleted
     assert not (run / checkpoints.STAGING).exists()
     assert (run / "model.safetensors").is_file()
+
+
+class MiniBatchProbe:
+    """Copies, at the end of every optimizer step, the ratio and clip figures logged since the last log."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        probe = self
+        self.snapshots: list[dict[str, list[float]]] = []
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                metrics = probe.trainer._metrics["train"]
+                keys = ("ratio/mean", "ratio/min", "ratio/max", "clip_ratio/region_mean")
+                probe.snapshots.append({k: list(metrics.get(k, [])) for k in keys})
+
+        self.callback = Callback()
+
+
+def test_a_rollout_batch_makes_several_updates_whose_later_ones_are_off_policy_and_clipped(
+    tiny_model, tiny_corpus, tmp_path
+):
+    # 2 episodes per step, one per update: two optimizer steps on the rows of one rollout batch.
+    config = tiny_config(
+        tiny_model, tiny_corpus, tmp_path / "mini", max_steps=1, update_episodes=1, beta=0.0,
+        gradient_accumulation_steps=1, learning_rate=0.2, weight_decay=0.0, recall=False, save_steps=100,
+    )  # fmt: skip
+    probe = MiniBatchProbe()
+    trainer = build_trainer(
+        config, check_config(config), reward_fn=low_token_share, callbacks=[probe.callback]
+    )
+    probe.trainer = trainer
+    trainer.train()
+    assert trainer.state.global_step == 2  # one memtrain step, two policy updates
+    first, second = probe.snapshots
+    # The first update is on-policy: π_θ = π_old on every token.
+    assert first["ratio/min"][0] == pytest.approx(1.0, abs=1e-4)
+    assert first["ratio/max"][0] == pytest.approx(1.0, abs=1e-4)
+    assert first["clip_ratio/region_mean"][0] == 0.0
+    # The second sees the weights the first update moved: ratios away from 1, and clipped where they left
+    # [1 - 0.2, 1 + 0.28] in the direction of their advantage.
+    assert second["ratio/max"][1] - second["ratio/min"][1] > 1e-2
+    assert second["clip_ratio/region_mean"][1] > 0.0
+    logged = [h for h in trainer.state.log_history if "reward" in h]
+    assert len(logged) == 1 and logged[0]["updates"] == 2 and logged[0]["updates/skipped"] == 0
+    # π_old was recorded at sampling time: the sampler's log-probs are the trained model's (on-policy).
+    assert logged[0]["sampling/logp_difference/max"] < 1e-3
+
+
+def test_a_step_whose_groups_are_all_dropped_does_not_move_the_weights_and_says_so(
+    tiny_model, tiny_corpus, tmp_path
+):
+    config = tiny_config(
+        tiny_model, tiny_corpus, tmp_path / "flat", max_steps=1, learning_rate=0.1, weight_decay=0.1,
+        recall=False, save_steps=100, max_sampling_rounds=1,
+    )  # fmt: skip
+    terminal = io.StringIO()
+    console = Console(file=terminal, width=300)
+    result = train(config, reward_fn=lambda trajectory: 0.0, console=console)
+    logged = [h for h in result.log_history if "reward" in h]
+    assert logged[0]["rows"] == 0 and logged[0]["updates/skipped"] == 1 and logged[0]["updates"] == 0
+    before, after = weights(tiny_model), weights(tmp_path / "flat")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # AdamW's weight decay did not act either

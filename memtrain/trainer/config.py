@@ -20,16 +20,8 @@ from .rewards import METRICS
 BACKENDS = ("transformers", "vllm")
 VLLM_MODES = ("colocate", "server")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# GRPOConfig fields that TrainConfig sets itself: setting them again through `trl_args` would be ambiguous.
-_OWNED_TRL_FIELDS = {
-    "output_dir", "seed", "max_steps", "learning_rate", "beta", "epsilon", "epsilon_high", "temperature",
-    "top_p",
-    "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
-    "generation_batch_size", "loss_type", "scale_rewards", "max_completion_length", "use_vllm", "vllm_mode",
-    "logging_steps", "save_steps", "save_total_limit", "report_to", "gradient_checkpointing", "bf16",
-    "activation_checkpointing", "model_init_kwargs",
-    "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "num_iterations",
-}  # fmt: skip
+# GRPOConfig fields derived from those `trl_kwargs` sets (TRL's batch arithmetic, a deprecated alias).
+_DERIVED_TRL_FIELDS = {"generation_batch_size", "gradient_checkpointing"}
 # GRPOConfig fields that MemTrainer cannot honour, with the one value it accepts and why: memory-agent
 # rollouts go through memtrain's backends, not TRL's generate, so TRL's generation options never reach them.
 _SAMPLING_ONLY = "set sampling with temperature and top_p"
@@ -118,10 +110,25 @@ class TrainConfig:
     seed: int = field(default=42, metadata={"help": "Seed of data order, rollouts and recall probes."})
 
     # --- batch and groups (Eq. 1-3) ---
-    max_steps: int = field(default=300, metadata={"help": "Optimizer steps (the paper: 300)."})
+    max_steps: int = field(
+        default=300,
+        metadata={
+            "help": "Training steps, each one rollout batch (the paper: 300); a step makes "
+            "episodes_per_step / update_episodes optimizer updates."
+        },
+    )
     episodes_per_step: int = field(
         default=32,
         metadata={"help": "Episodes (documents) per optimizer step, over all processes (paper: 32)."},
+    )
+    update_episodes: int | None = field(
+        default=None,
+        metadata={
+            "help": "Episodes per policy update (PPO mini-batch): each rollout batch of episodes_per_step is "
+            "shuffled (as rows) into episodes_per_step / update_episodes optimizer steps, the later ones "
+            "off-policy, so the clipped ratio acts. Unset: one update per rollout batch (the paper's "
+            "pretraining says no more). MemAgent's post-training: 8 of 32."
+        },
     )
     group_size: int = field(
         default=8, metadata={"help": "G1: end-to-end trajectories per episode; the E2E advantage group."}
@@ -231,6 +238,15 @@ class TrainConfig:
     vllm_gpu_memory_utilization: float = field(
         default=0.3, metadata={"help": "vllm colocate: fraction of GPU memory vLLM may take."}
     )
+    vllm_importance_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "vllm: weight each token by π_train/π_vLLM, truncated or masked (TRL's correction; "
+            "its mode and bounds through trl_args vllm_importance_sampling_mode / _clip_max). Off, as in "
+            "the paper's veRL setup: π_old is the trainer's own log-prob of the sampled tokens. Its "
+            "figures are logged under sampling/ either way."
+        },
+    )
     vllm_server_base_url: str | None = field(
         default=None, metadata={"help": "vllm server: base URL of `trl vllm-serve`, e.g. http://host:8000."}
     )
@@ -267,6 +283,63 @@ class TrainConfig:
             self.recall = task.recall if task is not None else True
         if self.answer_metric is None:
             self.answer_metric = task.answer_metric if task is not None else "em"
+
+    @property
+    def updates_per_step(self) -> int:
+        """Optimizer steps per rollout batch (PPO mini-batches)."""
+        return self.episodes_per_step // (self.update_episodes or self.episodes_per_step)
+
+    def trl_kwargs(self, world_size: int = 1, dtype: str = "float32", cpu: bool = True) -> dict[str, Any]:
+        """The `trl.GRPOConfig` fields memtrain sets from this config (before `trl_args`), for `world_size`
+        processes training in `dtype`. These fields are memtrain's: `trl_args` may not set them."""
+        updates = self.updates_per_step
+        per_process = self.episodes_per_step // world_size * self.group_size
+        micro_steps = updates * self.gradient_accumulation_steps
+        return dict(
+            output_dir=self.output_dir,
+            seed=self.seed,
+            # TRL counts optimizer steps; a memtrain step (one rollout batch) makes `updates` of them.
+            max_steps=self.max_steps * updates,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_steps * updates if self.warmup_steps >= 1 else self.warmup_steps,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            beta=self.beta,
+            epsilon=self.epsilon,
+            epsilon_high=self.epsilon_high,
+            loss_type="grpo",  # token-mean per row, then mean over rows (MemTrainer rescales to real rows)
+            scale_rewards="group" if self.scale_rewards else "none",
+            num_iterations=1,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            num_generations=self.group_size,
+            # TRL counts a batch in repeated episodes: G1 copies of each of this process's episodes per step,
+            # loaded over steps_per_generation micro-steps (MemTrainer then deals the rows it samples into
+            # `updates` mini-batches of gradient_accumulation_steps micro-batches).
+            per_device_train_batch_size=per_process // micro_steps,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            steps_per_generation=micro_steps,
+            max_completion_length=self.response_tokens,
+            shuffle_dataset=False,  # the episode stream is already shuffled, reproducibly
+            disable_dropout=True,
+            activation_checkpointing=self.gradient_checkpointing,  # TRL's GRPOConfig would default it on
+            bf16=dtype == "bfloat16",
+            model_init_kwargs={"dtype": dtype},
+            use_vllm=self.backend == "vllm",
+            vllm_mode=self.vllm_mode,
+            vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            vllm_server_base_url=self.vllm_server_base_url,
+            vllm_max_model_length=self.context_tokens,
+            vllm_importance_sampling_correction=self.vllm_importance_sampling,
+            logging_steps=self.logging_steps * updates,  # one log line per memtrain step
+            save_strategy="steps",
+            save_steps=self.save_steps * updates,  # checkpoints between rollout batches only
+            save_total_limit=self.save_total_limit,
+            report_to=self.report_to,
+            disable_tqdm=True,
+            use_cpu=cpu,
+        )
 
     def validate(self) -> None:
         """Raise ConfigError for a setting that cannot work; loads no model."""
@@ -318,6 +391,13 @@ class TrainConfig:
             raise ConfigError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {self.vllm_mode!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.update_episodes is not None and (
+            self.update_episodes < 1 or self.episodes_per_step % self.update_episodes
+        ):
+            raise ConfigError(
+                f"update_episodes ({self.update_episodes}) must be a positive divisor of episodes_per_step "
+                f"({self.episodes_per_step}): each rollout batch is cut into equal policy updates"
+            )
         if self.eval_episodes > self.held_out_episodes:
             raise ConfigError(
                 f"eval_episodes ({self.eval_episodes}) must come from the held-out episodes "
@@ -334,9 +414,12 @@ class TrainConfig:
         unknown = sorted(set(self.trl_args) - known)
         if unknown:
             raise ConfigError(f"trl_args: unknown trl.GRPOConfig field(s) {', '.join(unknown)}")
-        owned = sorted(set(self.trl_args) & _OWNED_TRL_FIELDS)
+        owned = sorted(set(self.trl_args) & owned_trl_fields())
         if owned:
-            raise ConfigError(f"trl_args: set {', '.join(owned)} as top-level config keys, not in trl_args")
+            raise ConfigError(
+                f"trl_args: {', '.join(owned)} {'is' if len(owned) == 1 else 'are'} set by memtrain from its "
+                "own config keys (memtrain train --help lists them), not through trl_args"
+            )
         for name, (accepted, why) in _UNSUPPORTED_TRL_FIELDS.items():
             if name in self.trl_args and self.trl_args[name] != accepted:
                 raise ConfigError(
@@ -348,6 +431,11 @@ class TrainConfig:
             raise ConfigError("model: not set")
         if _looks_local(self.model) and not Path(self.model).exists():
             raise ConfigError(f"model: {self.model}: no such file or folder")
+
+
+def owned_trl_fields() -> set[str]:
+    """The GRPOConfig fields memtrain sets itself (`TrainConfig.trl_kwargs`) or derives from them."""
+    return set(TrainConfig().trl_kwargs()) | _DERIVED_TRL_FIELDS
 
 
 def _looks_local(model: str) -> bool:

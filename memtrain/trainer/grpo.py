@@ -7,13 +7,15 @@
 * Multi-conversation: every update turn and the answer turn of a trajectory is its own row carrying the
   trajectory's advantage; every recall sample is its own row carrying its own advantage.
 * DAPO dynamic sampling: a group whose rewards are all equal has zero advantage everywhere and is dropped.
-* Padding: the trainer splits a process's rows into equal micro-batches, so the list is padded with
+* Mini-batches: a step's rows are shuffled and dealt into one mini-batch per policy update (`split_rows`).
+* Padding: the trainer splits a mini-batch into equal micro-batches, so its rows are padded with
   zero-weight rows (a one-token prompt, a one-token completion that is masked out of the loss).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -154,6 +156,14 @@ def padding_row(pad_token_id: int) -> Row:
     """A row that costs one forward position and contributes nothing: its completion is masked out."""
     return Row(prompt_ids=[pad_token_id], completion_ids=[pad_token_id], logprobs=[0.0], advantage=0.0,
                kind="pad", weight=0.0)  # fmt: skip
+
+
+def split_rows(rows: Sequence[Row], parts: int, seed: int) -> list[list[Row]]:
+    """`rows` shuffled with `seed` and dealt into `parts` mini-batches whose sizes differ by at most one: one
+    policy update each (PPO mini-batches; rows of one trajectory may land in different ones)."""
+    shuffled = list(rows)
+    random.Random(seed).shuffle(shuffled)
+    return [shuffled[part::parts] for part in range(parts)]
 
 
 def pad_rows(rows: list[Row], multiple: int, pad_token_id: int) -> list[Row]:

@@ -193,10 +193,12 @@ def check_config(config: TrainConfig) -> CorpusVersion:
             f"episodes_per_step ({config.episodes_per_step}) must be divisible by the {world} processes"
         )
     local = config.episodes_per_step // world * config.group_size
-    if local % config.gradient_accumulation_steps:
+    micro_steps = config.updates_per_step * config.gradient_accumulation_steps
+    if local % micro_steps:
         raise ConfigError(
             f"each process samples {local} trajectories (episodes_per_step / processes × G1), which must "
-            f"be divisible by gradient_accumulation_steps ({config.gradient_accumulation_steps})"
+            f"be divisible by updates per step × gradient_accumulation_steps ({config.updates_per_step} × "
+            f"{config.gradient_accumulation_steps})"
         )
     if config.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise ConfigError("backend vllm needs the vllm package: pip install 'memtrain[gpu]'")
@@ -244,48 +246,8 @@ def grpo_args(config: TrainConfig) -> Any:
     import torch
     from trl import GRPOConfig
 
-    per_process = config.episodes_per_step // world_size() * config.group_size
-    dtype = resolve_dtype(config.dtype)
-    kwargs: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        seed=config.seed,
-        max_steps=config.max_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        beta=config.beta,
-        epsilon=config.epsilon,
-        epsilon_high=config.epsilon_high,
-        loss_type="grpo",  # token-mean per row, then mean over rows (MemTrainer rescales to real rows)
-        scale_rewards="group" if config.scale_rewards else "none",
-        num_iterations=1,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        num_generations=config.group_size,
-        # TRL counts a batch in repeated episodes: G1 copies of each of this process's episodes per step.
-        per_device_train_batch_size=per_process // config.gradient_accumulation_steps,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_completion_length=config.response_tokens,
-        shuffle_dataset=False,  # the episode stream is already shuffled, reproducibly
-        disable_dropout=True,
-        activation_checkpointing=config.gradient_checkpointing,  # TRL's GRPOConfig would default it on
-        bf16=dtype == "bfloat16",
-        model_init_kwargs={"dtype": dtype},
-        use_vllm=config.backend == "vllm",
-        vllm_mode=config.vllm_mode,
-        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-        vllm_server_base_url=config.vllm_server_base_url,
-        vllm_max_model_length=config.context_tokens,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        report_to=config.report_to,
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-    )
+    cuda = torch.cuda.is_available()
+    kwargs = config.trl_kwargs(world_size(), resolve_dtype(config.dtype), cpu=not cuda)
     kwargs.update(config.trl_args)
     try:
         return GRPOConfig(**kwargs)
@@ -320,6 +282,7 @@ CONSOLE_COLUMNS = [
     ("groups/e2e_dropped", "drop E2E", "{:.0f}"),
     ("groups/recall_dropped", "drop rec", "{:.0f}"),
     ("rows", "rows", "{:.0f}"),
+    ("updates", "updates", "{:.0f}"),
     ("rollout/tokens_per_second", "tok/s", "{:.0f}"),
     ("step_time", "s/step", "{:.1f}"),
     ("loss", "loss", "{:.4f}"),
@@ -337,8 +300,9 @@ class ConsoleProgress(TrainerCallback):
     process draws; on a console that is not a terminal (a log file) only the table lines are written.
     """
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, updates_per_step: int = 1):
         self.console = console
+        self.updates = updates_per_step  # optimizer steps (TRL's global steps) per memtrain step
         self.printed_header = False
         self._live: Any = None
         self._step = "before training"
@@ -356,7 +320,10 @@ class ConsoleProgress(TrainerCallback):
             self._live = None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._step = f"step {state.global_step + 1}/{state.max_steps}"
+        step, update = divmod(state.global_step, self.updates)
+        self._step = f"step {step + 1}/{state.max_steps // self.updates}"
+        if self.updates > 1:
+            self._step += f" (update {update + 1}/{self.updates})"
 
     def on_train_end(self, args, state, control, **kwargs):
         self._step = "after training"
@@ -374,7 +341,8 @@ class ConsoleProgress(TrainerCallback):
                 soft_wrap=True,  # one line per step in a log file too, however wide the table
             )
             self.printed_header = True
-        cells = [f"{state.global_step:>6}"]
+        step = state.global_step // self.updates
+        cells = [f"{step:>6}"]
         for key, _, fmt in CONSOLE_COLUMNS:
             value = logs.get(key)
             cells.append(f"{fmt.format(value) if isinstance(value, int | float) else '-':>9}")
@@ -383,7 +351,8 @@ class ConsoleProgress(TrainerCallback):
         if self._steps_without_rows == EMPTY_STEPS_WARNING:
             self.console.print(
                 f"[yellow]⚠ {EMPTY_STEPS_WARNING} steps in a row trained no row: in every group all rewards "
-                f"were equal (R_E {logs.get('reward', 0.0):.3f}), so dynamic sampling dropped it. A policy "
+                f"were equal (R_E {logs.get('reward', 0.0):.3f}), so dynamic sampling dropped it and no "
+                "optimizer step was made (the weights are unchanged). A policy "
                 "that never (or always) scores gives GRPO nothing to learn from; check the rollouts "
                 "(memtrain rollout) or use a stronger model.[/]",
                 soft_wrap=True,
@@ -474,7 +443,7 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if console is not None:
-        progress = ConsoleProgress(console)
+        progress = ConsoleProgress(console, config.updates_per_step)
         trainer.add_callback(progress)
         if args.process_index == 0:
             trainer.status = progress.status
@@ -588,7 +557,8 @@ def train(
     try:
         before = evaluate(trainer, held_out, config.seed, "step 0") if held_out and not resume else None
         start = time.perf_counter()
-        start_step = (checkpoints.checkpoint_step(last) or 0) if last is not None else 0
+        updates = config.updates_per_step
+        start_step = (checkpoints.checkpoint_step(last) or 0) // updates if last is not None else 0
         trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
         seconds = time.perf_counter() - start
         save_final_model(trainer, output_dir)
@@ -597,7 +567,7 @@ def train(
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ConsoleProgress):
                 callback.stop()
-    steps = trainer.state.global_step
+    steps = trainer.state.global_step // config.updates_per_step
     return TrainResult(
         output_dir=output_dir,
         steps=steps,

@@ -33,7 +33,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from trl import GRPOTrainer
 from trl.kernels.chunked_logprob import _use_triton
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import pad, selective_log_softmax_and_entropy, use_adapter
+from trl.trainer.utils import pad, selective_log_softmax_and_entropy, split_tensor_dict, use_adapter
 
 from ..config import to_dict
 from ..errors import MemtrainError
@@ -198,8 +198,13 @@ class MemTrainer(GRPOTrainer):
     ):
         if args.loss_type != "grpo" or args.num_iterations != 1:
             raise MemtrainError("MemTrainer needs loss_type='grpo' and num_iterations=1 (see _compute_loss)")
-        if args.steps_per_generation != args.gradient_accumulation_steps:
-            raise MemtrainError("MemTrainer needs steps_per_generation == gradient_accumulation_steps")
+        if args.steps_per_generation % args.gradient_accumulation_steps:
+            raise MemtrainError(
+                "MemTrainer needs steps_per_generation to be a multiple of gradient_accumulation_steps (the "
+                "number of policy updates per rollout batch times the micro-batches of each)"
+            )
+        # Policy updates (optimizer steps) per rollout batch: PPO mini-batches.
+        self.updates_per_step = args.steps_per_generation // args.gradient_accumulation_steps
         self.memtrain_config = config
         self.task = get_task(config.task)
         self.agent_config = agent_config(config)
@@ -219,6 +224,8 @@ class MemTrainer(GRPOTrainer):
         self.pad_token_id = self._tokenizer.pad_token_id
         self._vllm_backend = None
         self._saving_checkpoint = False  # while True, transformers saves into the staging folder
+        self._skip_update = False  # True while the mini-batch being accumulated has no real row anywhere
+        self._last_logps: torch.Tensor | None = None  # the log-probs of the last loss call (ratio metrics)
         # Told what the trainer is doing, for a live console line ("rollouts round 1, …: turn 2: …").
         self.status: Callable[[str], None] | None = None
 
@@ -319,17 +326,44 @@ class MemTrainer(GRPOTrainer):
 
     # --- rows → the tensors TRL's loss reads ----------------------------------------------------------------
 
+    def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
+        # TRL's buffer, with memtrain's split: every steps_per_generation micro-steps a rollout batch is
+        # sampled and cut into `updates_per_step` mini-batches (one optimizer step each) of
+        # gradient_accumulation_steps micro-batches, each mini-batch normalized over its own real rows.
+        if not self.model.training:
+            raise MemtrainError("MemTrainer evaluates with memtrain.trainer.train.evaluate, not .evaluate")
+        every = self.args.steps_per_generation
+        if self._step % every == 0 or self._buffered_inputs is None:
+            self._buffered_inputs = self._generate_micro_batches(generation_batch)
+        return self._buffered_inputs[self._step % every]
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        raise MemtrainError("MemTrainer samples in _generate_micro_batches (through _prepare_inputs)")
+
+    def _generate_micro_batches(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One rollout batch → its rows → `updates_per_step` mini-batches × gradient_accumulation_steps
+        micro-batches of the tensors TRL's loss reads, in the order the training loop consumes them."""
         # TRL repeats every dataset row num_generations (= G1) times; the agent makes the G1 trajectories
         # itself.
         episodes = inputs[:: self.num_generations]
         batch = self.sample_batch(episodes)
-        rows = grpo.pad_rows(batch.rows, self.args.steps_per_generation, self.pad_token_id)
+        accumulation = self.args.gradient_accumulation_steps
+        seed = self._rollout_seed(0) + 17  # the shuffle of rows into mini-batches, reproducible per step
+        parts = [
+            grpo.pad_rows(part, accumulation, self.pad_token_id)
+            for part in grpo.split_rows(batch.rows, self.updates_per_step, seed)
+        ]
         if self.status is not None:
-            self.status(f"policy update on {grpo.real_rows(rows)} rows")
-        output = self._rows_to_inputs(rows)
-        self._log_batch(batch, rows)
-        return output
+            updates = f" in {len(parts)} updates" if len(parts) > 1 else ""
+            self.status(f"policy update on {len(batch.rows)} rows{updates}")
+        micro_batches: list[dict[str, Any]] = []
+        skipped = 0
+        for rows in parts:
+            tensors = self._rows_to_inputs(rows)
+            skipped += int(tensors["update_rows"].item() == 0)
+            micro_batches.extend(split_tensor_dict(tensors, accumulation))
+        self._log_batch(batch, [row for rows in parts for row in rows], skipped_updates=skipped)
+        return micro_batches
 
     def _rows_to_inputs(self, rows: list[grpo.Row]) -> dict[str, Any]:
         device = self.accelerator.device
@@ -357,7 +391,10 @@ class MemTrainer(GRPOTrainer):
         old_logps = ref_logps = None
         with torch.no_grad():
             importance_sampling = self.use_vllm and self.vllm_importance_sampling_correction
-            if importance_sampling:  # the sampler (vLLM) and the trained model can disagree: correct for it
+            # π_old of the clipped ratio: the policy that sampled, recorded before any update of this step.
+            # Needed when a step makes several updates (the later ones are off-policy) and for the vLLM
+            # correction (the sampler and the trained model can disagree); otherwise π_old = π_θ.detach().
+            if importance_sampling or self.updates_per_step > 1:
                 old_logps, _, _ = self._get_per_token_logps_and_entropies(
                     self.model, input_ids, attention_mask, logits_to_keep, batch_size=chunk
                 )
@@ -387,6 +424,8 @@ class MemTrainer(GRPOTrainer):
             "sampling_per_token_logps": sampling_logps,
             "num_items_in_batch": self.accelerator.gather(completion_mask.sum()).sum(),
             "loss_scale": torch.tensor(scale, dtype=torch.float32, device=device),
+            # Real rows of this mini-batch on all processes: none means no update (see `_compute_loss`).
+            "update_rows": torch.tensor(real_global, dtype=torch.long, device=device),
         }
         if old_logps is not None:
             output["old_per_token_logps"] = old_logps
@@ -396,7 +435,46 @@ class MemTrainer(GRPOTrainer):
             output["importance_sampling_ratio"] = self._importance_sampling_ratio(
                 old_logps, sampling_logps, completion_mask
             )
+        if old_logps is not None:
+            self._log_sampling(
+                old_logps, sampling_logps, completion_mask, output.get("importance_sampling_ratio")
+            )
         return output
+
+    def _log_sampling(self, trained, sampled, mask, is_ratio) -> None:
+        """How far the sampler's log-probs are from the trainer's (≈ 0 with the transformers backend; vLLM's
+        numerics differ), and the importance-sampling weights when that correction is on."""
+        mask = mask.bool()
+        delta = torch.abs(trained - sampled)[mask]
+        delta = delta[~torch.isnan(delta)]  # tokens the sampler could not score
+        local = torch.stack(
+            [
+                delta.sum(),
+                delta.new_tensor(delta.numel()),
+                delta.max() if delta.numel() else delta.new_tensor(0.0),
+            ]
+        )
+        totals = self.accelerator.gather(local[None].to(torch.float64))
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        count = totals[:, 1].sum().item()
+        if count:
+            metrics["sampling/logp_difference/mean"].append(totals[:, 0].sum().item() / count)
+            metrics["sampling/logp_difference/max"].append(totals[:, 2].max().item())
+        if is_ratio is not None:
+            flat = is_ratio[mask.any(dim=1)].flatten() if is_ratio.size(1) == 1 else is_ratio[mask]
+            if flat.numel():
+                stats = torch.stack([flat.min(), flat.mean(), flat.max(), (flat == 0).float().mean()])
+            else:
+                stats = flat.new_full((4,), float("nan"))
+            gathered = self.accelerator.gather(stats[None].to(torch.float64))
+            metrics["sampling/importance_sampling_ratio/min"].append(
+                torch.nan_to_num(gathered[:, 0], nan=float("inf")).min().item()
+            )
+            metrics["sampling/importance_sampling_ratio/mean"].append(gathered[:, 1].nanmean().item())
+            metrics["sampling/importance_sampling_ratio/max"].append(
+                torch.nan_to_num(gathered[:, 2], nan=-float("inf")).max().item()
+            )
+            metrics["sampling/importance_sampling_masked"].append(gathered[:, 3].nanmean().item())
 
     def _importance_sampling_ratio(self, old_logps, sampling_logps, mask) -> torch.Tensor:
         """π_train/π_sampler per token or per sequence, truncated or masked, as TRL's vLLM correction does."""
@@ -417,10 +495,12 @@ class MemTrainer(GRPOTrainer):
         compute_aux_loss=False, **kwargs,
     ):  # fmt: skip
         if _use_triton(input_ids.device) or compute_aux_loss or any(v is not None for v in kwargs.values()):
-            return super()._get_per_token_logps_and_entropies(
+            result = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy,
                 compute_aux_loss, **kwargs,
             )  # fmt: skip
+            self._last_logps = result[0].detach() if compute_entropy else self._last_logps
+            return result
         # Without Triton (CPU), TRL's fused LM head scores every position, prompt included. A memory-agent
         # prompt is many times longer than its completion, so here only the completion positions are
         # projected.
@@ -436,19 +516,65 @@ class MemTrainer(GRPOTrainer):
             )
             logps.append(token_logps)
             entropies.append(token_entropy)
-        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+        logps = torch.cat(logps)
+        if compute_entropy:  # the loss's own call (see `_log_ratio`)
+            self._last_logps = logps.detach()
+        return logps, torch.cat(entropies) if compute_entropy else None, None
 
     def _compute_loss(self, model, inputs):
-        # The paper averages token-means over the *real* rows of the whole batch (E2E turns and recall samples
-        # together). TRL's "grpo" loss averages them over all rows of a micro-batch, padding included, and the
-        # micro-batches and processes then average again. Every micro-batch has the same row count, so
-        # multiplying by (rows on this process incl. padding) × processes / (real rows on all processes) gives
-        # exactly the paper's normalization, and zero-weight padding rows drop out of the denominator too.
-        return super()._compute_loss(model, inputs) * inputs["loss_scale"]
+        # The paper averages token-means over the *real* rows of the batch that makes one update (E2E turns
+        # and recall samples together). TRL's "grpo" loss averages them over all rows of a micro-batch,
+        # padding included, and the micro-batches and processes then average again. Every micro-batch of a
+        # mini-batch has the same row count, so multiplying by (rows of the mini-batch on this process incl.
+        # padding) × processes / (its real rows on all processes) gives exactly the paper's normalization,
+        # and zero-weight padding rows drop out of the denominator too.
+        self._skip_update = int(inputs["update_rows"]) == 0
+        self._last_logps = None
+        loss = super()._compute_loss(model, inputs) * inputs["loss_scale"]
+        self._log_ratio(inputs)
+        return loss
+
+    def _log_ratio(self, inputs: dict[str, Any]) -> None:
+        """Statistics of π_θ/π_old over the real completion tokens (1 everywhere on a first update)."""
+        old = inputs.get("old_per_token_logps")
+        if old is None or self._last_logps is None or not self.model.training:
+            return
+        mask = inputs["completion_mask"].bool()
+        ratio = torch.exp(self._last_logps - old)
+        big = torch.finfo(ratio.dtype).max
+        stats = torch.stack(
+            [(ratio * mask).sum(), mask.sum().to(ratio.dtype), ratio.masked_fill(~mask, big).min(),
+             ratio.masked_fill(~mask, -big).max()]
+        )  # fmt: skip
+        gathered = self.accelerator.gather(stats[None]).to(torch.float64)
+        total, count = gathered[:, 0].sum().item(), gathered[:, 1].sum().item()
+        if count:
+            metrics = self._metrics["train"]
+            metrics["ratio/mean"].append(total / count)
+            metrics["ratio/min"].append(gathered[:, 2].min().item())
+            metrics["ratio/max"].append(gathered[:, 3].max().item())
+
+    # --- updates --------------------------------------------------------------------------------------------
+
+    def create_optimizer(self, *args, **kwargs):
+        # A mini-batch whose groups were all dropped has no real row on any process: its gradient is zero,
+        # but AdamW would still move the weights (momentum, weight decay). Its optimizer step is skipped.
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if not getattr(optimizer, "_memtrain_skippable", False):
+            step = optimizer.step
+
+            def skippable_step(*step_args, **step_kwargs):
+                if self._skip_update:
+                    return None
+                return step(*step_args, **step_kwargs)
+
+            optimizer.step = skippable_step
+            optimizer._memtrain_skippable = True
+        return optimizer
 
     # --- metrics --------------------------------------------------------------------------------------------
 
-    def _log_batch(self, batch: SampledBatch, rows: list[grpo.Row]) -> None:
+    def _log_batch(self, batch: SampledBatch, rows: list[grpo.Row], skipped_updates: int = 0) -> None:
         recall_rewards = [r for t in batch.trajectories if t.recall is not None for r in t.recall.rewards]
         real = [r for r in rows if r.weight > 0]
         local = [
@@ -476,6 +602,8 @@ class MemTrainer(GRPOTrainer):
         metrics["sampling_rounds"].append(rounds / self.accelerator.num_processes)
         metrics["rows"].append(real_rows)
         metrics["rows/padding"].append(pad_rows)
+        metrics["updates"].append(self.updates_per_step - skipped_updates)
+        metrics["updates/skipped"].append(skipped_updates)
         metrics["completions/mean_length"].append(completion_tokens / max(real_rows, 1))
         metrics["rollout/seconds"].append(seconds)
         metrics["rollout/tokens_per_second"].append(rollout_tokens / seconds if seconds else 0.0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from transformers import (
+    GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
     StaticCache,
@@ -26,6 +28,30 @@ _SHAREABLE_LAYERS = (StaticLayer, StaticSlidingWindowLayer)
 
 # transformers 5.x renamed generate's `past_key_values` to `cache` (the old name still works, with a warning).
 _CACHE_KWARG = "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+# What generate may still take from the checkpoint's generation_config: the special token ids. Everything
+# else there (Qwen2.5-Instruct ships repetition_penalty 1.05, others top_k, min_length, suppressed tokens, …)
+# would change the distribution tokens are sampled from, which the GRPO loss does not model.
+_TOKEN_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def neutral_generation_config(config: GenerationConfig) -> GenerationConfig:
+    """A generation config with only `config`'s special token ids: sampling is exactly softmax(logits / T)
+    restricted by top-p, as the call asks, whatever the checkpoint's defaults say."""
+    ids = {name: getattr(config, name, None) for name in _TOKEN_ID_FIELDS}
+    return GenerationConfig(**{name: value for name, value in ids.items() if value is not None})
+
+
+@contextmanager
+def neutral_sampling(model: Any) -> Iterator[None]:
+    """While inside, `model.generate` fills unset options from a neutral config, not the checkpoint's
+    (generate reads the model's generation_config for every option a call leaves unset)."""
+    saved = model.generation_config
+    model.generation_config = neutral_generation_config(saved)
+    try:
+        yield
+    finally:
+        model.generation_config = saved
 
 
 class SampledLogprobs(LogitsProcessor):
@@ -219,7 +245,7 @@ class TransformersBackend:
         self.model.eval()
         device = input_ids.device
         rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-        with rng, torch.no_grad():
+        with rng, torch.no_grad(), neutral_sampling(self.model):
             if seed is not None:
                 torch.manual_seed(seed)
             length = width + params.max_new_tokens
