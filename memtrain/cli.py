@@ -494,15 +494,26 @@ def train_cmd(
     train_config = load_config(TrainConfig, config, [*(override or []), *([f"task={task}"] if task else [])])
     result = train(train_config, resume=resume, console=console)
     table = Table(title=f"memtrain train: {result.steps} steps, {result.seconds_per_step:.1f} s/step")
-    for col in ("held-out", "E2E reward", "EM", "recall EM"):
-        table.add_column(col)
-    for name, ev in (("step 0", result.eval_before), (f"step {result.steps}", result.eval_after)):
-        if ev is not None:
-            recall = "-" if ev.recall_em is None else f"{ev.recall_em:.3f}"
-            table.add_row(name, f"{ev.e2e_reward:.3f}", f"{ev.em:.3f}", recall)
-    if result.eval_before or result.eval_after:
+    columns = [
+        ("E2E reward", "reward", "{:.3f}"), ("EM", "em", "{:.3f}"), ("recall EM", "recall_em", "{:.3f}"),
+        ("boxed", "boxed", "{:.0%}"), ("gold log p", "gold_logprob", "{:.3f}"),
+    ]  # fmt: skip
+    table.add_column("held-out")
+    for name, _, _ in columns:
+        table.add_column(name, justify="right")
+    for ev in result.evaluations:
+        cells = [fmt.format(ev.metrics[key]) if key in ev.metrics else "-" for _, key, fmt in columns]
+        table.add_row(f"step {ev.step}", *cells)
+    if result.evaluations:
         console.print(table)
     console.print(f"[green]✓[/] model and checkpoints: {result.output_dir}", highlight=False, soft_wrap=True)
+    if result.diagnostics_plot is not None:
+        console.print(
+            f"[green]✓[/] held-out diagnostics: {result.diagnostics_plot} "
+            f"(every evaluation: {result.output_dir / 'diagnostics.jsonl'})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # --- eval: long-document QA ---------------------------------------------------------------------------------

@@ -160,3 +160,17 @@ def test_an_unknown_backend_or_a_missing_server_url_is_refused():
         load_backend("tgi")
     with pytest.raises(ConfigError, match="base_url"):
         load_backend("openai")
+
+
+def test_score_returns_the_teacher_forced_logprobs_of_given_completions_whatever_the_batch(prompts):
+    backend = smollm2_backend()
+    generations = backend.generate(prompts, SamplingParams(10, 1.0, 1.0, seed=2))
+    completions = [g.completion_ids for g in generations]
+    together = backend.score(prompts, completions)  # different prompt and completion lengths, one batch
+    for g, scored in zip(generations, together, strict=True):
+        assert len(scored) == len(g.completion_ids)
+        assert scored == pytest.approx(teacher_forced_logprobs(backend, g, 1.0), abs=2e-3)
+        assert scored == pytest.approx(g.logprobs, abs=2e-3)  # what sampling recorded at temperature 1
+    alone = [backend.score([p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
+    for a, b in zip(alone, together, strict=True):
+        assert a == pytest.approx(b, abs=1e-3)

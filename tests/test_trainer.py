@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 
 from memtrain.cli import app
 from memtrain.config import to_dict
+from memtrain.errors import ConfigError
 from memtrain.trainer import grpo
 from memtrain.trainer.config import TrainConfig
-from memtrain.trainer.train import build_trainer, check_config, train
+from memtrain.trainer.train import build_trainer, check_config, check_training_setup, train
 
 VOCAB = 512
 CHAT_TEMPLATE = (
@@ -81,6 +82,7 @@ def tiny_config(tiny_model, tiny_corpus, output_dir, **overrides) -> TrainConfig
         episodes_per_step=2, group_size=4, recall_group_size=2, held_out_episodes=2, problem_tokens=320,
         chunk_tokens=1536, memory_tokens=8, response_tokens=8, context_tokens=2048,
         gradient_accumulation_steps=2, learning_rate=1e-2, save_steps=1, report_to=["none"], seed=1,
+        corpus_tokenizer="ignore",  # the tiny corpus is sized in SmolLM2's tokens (see the test below)
     )  # fmt: skip
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -202,7 +204,8 @@ def test_memtrain_train_prints_one_line_per_step_the_held_out_table_and_why_noth
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    header = next(line for line in lines if "R_E" in line)
+    assert any(line.startswith("held-out at step 0: EM 0.000 · R_E") for line in lines)
+    header = next(line for line in lines if line.split()[:2] == ["step", "R_E"])
     assert header.split()[:4] == ["step", "R_E", "EM", "recall"] and header.split()[-1] == "loss"
     steps = lines[lines.index(header) + 1 : lines.index(header) + 5]  # whole lines in a log file too
     assert [line.split()[0] for line in steps[:3]] == ["1", "2", "3"]
@@ -365,3 +368,46 @@ def test_a_step_whose_groups_are_all_dropped_does_not_move_the_weights_and_says_
     assert logged[0]["rows"] == 0 and logged[0]["updates/skipped"] == 1 and logged[0]["updates"] == 0
     before, after = weights(tiny_model), weights(tmp_path / "flat")
     assert all(torch.equal(before[k], after[k]) for k in before)  # AdamW's weight decay did not act either
+
+
+def test_dense_reward_trains_where_exact_match_never_scores_and_every_evaluation_is_diagnosed(
+    tiny_model, tiny_corpus, tmp_path
+):
+    # A random 2-layer model never names the masked entity: with EM alone every group is dropped. The dense
+    # memory reward (log-likelihood of the gold answer given the final memory) differs between samples.
+    config = tiny_config(
+        tiny_model, tiny_corpus, tmp_path / "dense", max_steps=2, dense_weight=1.0, dense_recall_weight=0.5,
+        eval_episodes=2, eval_steps=1, eval_samples=2, save_steps=100,
+    )  # fmt: skip
+    terminal = io.StringIO()
+    result = train(config, console=Console(file=terminal, width=300))
+    logged = [h for h in result.log_history if "reward" in h]
+    assert all(h["rows"] > 0 and h["gold_logprob"] < 0 for h in logged)
+    assert all(h["em"] == 0.0 for h in logged)  # the rows came from the dense signal alone
+    records = [
+        json.loads(line) for line in (tmp_path / "dense" / "diagnostics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records] == [0, 1, 2]  # before training, every eval_steps, at the end
+    for record in records:
+        assert record["gold_logprob"] < 0 and 0.0 <= record["boxed"] <= 1.0 and record["memory_tokens"] > 0
+        assert any(key.startswith("recall_em/distance_") for key in record)
+    # The loggers (TensorBoard) got every evaluation; the trainer's log_history starts when training does.
+    assert [h["step"] for h in result.log_history if "eval_gold_logprob" in h] == [1, 2]
+    assert result.diagnostics_plot == tmp_path / "dense" / "diagnostics.png"
+    assert result.diagnostics_plot.read_bytes()[:4] == b"\x89PNG"
+    shown = terminal.getvalue()
+    assert "held-out at step 1: EM 0.000 · R_E" in shown and "gold log p" in shown
+
+
+def test_a_corpus_sized_with_another_tokenizer_is_refused_or_recounted_in_the_policys_tokens(
+    tiny_model, tiny_corpus, tmp_path
+):
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "tok", corpus_tokenizer="check")
+    with pytest.raises(ConfigError, match="sized with the smollm2-135m-instruct tokenizer.*-o tokenizer="):
+        check_config(config)
+    recount = tiny_config(tiny_model, tiny_corpus, tmp_path / "tok", corpus_tokenizer="recount", max_chunks=2)
+    _, found = check_training_setup(recount)
+    assert not found.same and found.sampled > 0
+    low, median, high = found.tokens
+    assert 0 < low <= median <= high
+    assert 1 <= found.chunks[0] <= found.chunks[2] <= 2  # the max_chunks cap

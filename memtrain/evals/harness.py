@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import ConfigError, MemtrainError
 from ..io import exclusive_lock, write_json_atomic
+from ..tasks.base import row_problem
 from ..trainer import prompts
 from ..trainer.agent import AgentConfig, CallStats, rollout
 from ..trainer.backends import GenerationBackend, SamplingParams
@@ -304,7 +305,7 @@ def run_single_call(
             )
     prompt_ids, metas = [], []
     for instance in instances:
-        problem = str(instance.get("problem") or instance.get("question") or "")
+        problem = row_problem(instance, instance.get("question"))
         overhead = len(chat_prompt_ids(tokenizer, prompts.render_context(problem, "", template)))
         doc_ids = encode(tokenizer, str(instance["text"]))
         budget = call_budget - agent.response_tokens - overhead

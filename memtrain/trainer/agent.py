@@ -10,8 +10,10 @@ Read top to bottom, :func:`rollout` is the whole algorithm:
    \\boxed{}``;
 4. each finished trajectory gets one recall probe (memory_k, chunk l < k with an entity as ``[TARGET]``), and
    all probes × ``recall_samples`` go to the backend in one more call;
-5. rewards (:func:`score_trajectory`): ``em``, the final answer under ``answer_metric`` (exact match by
-   default), EM per recall sample, ``R_E = em + λ·mean(recall EMs)``.
+5. optionally (``score_gold``, or a dense reward weight), the teacher-forced log-likelihood of the gold
+   answer after the answer prompt on the final memory, and of each recall target after its recall prompt;
+6. rewards (:func:`score_trajectory`): ``em``, the final answer under ``answer_metric`` (exact match by
+   default), EM per recall sample, ``R_E = em + λ·mean(recall EMs)`` (plus the dense terms when weighted).
 
 Every call keeps its prompt ids, sampled completion ids and their log-probs
 (:class:`~memtrain.trainer.types.Turn`), so training never re-encodes decoded text. All randomness comes from
@@ -29,7 +31,7 @@ from typing import Any
 from ..errors import ConfigError, MemtrainError
 from ..tasks.base import episode_name, gold_answers, row_problem
 from . import prompts, rewards
-from .backends import GenerationBackend, SamplingParams
+from .backends import GenerationBackend, SamplingParams, score_completions
 from .chunking import Chunk, PromptBuilder, chunk_document, memory_from_completion
 from .recall import choose_probe, entities_by_chunk
 from .types import RecallProbe, Trajectory, Turn
@@ -85,6 +87,25 @@ class AgentConfig:
         default=prompts.INITIAL_MEMORY, metadata={"help": "Memory before the first turn."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of sampling and of recall-probe choices."})
+    max_chunks: int | None = field(
+        default=None,
+        metadata={"help": "Read at most this many chunks of a document (unset: all, the paper)."},
+    )
+    score_gold: bool = field(
+        default=False,
+        metadata={
+            "help": "Also score, teacher-forced, log p(gold answer | final memory) and, with the recall "
+            "probe, log p(target | memory_k): a diagnostic that moves before EM does (no sampling)."
+        },
+    )
+    dense_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of log p(gold | final memory) added to R_E (dense memory reward; 0: off)."},
+    )
+    dense_recall_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of log p(recall target | memory_k) added to R_E (0: off)."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens"):
@@ -96,6 +117,8 @@ class AgentConfig:
             raise ConfigError(
                 f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
             )
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise ConfigError(f"max_chunks must be at least 1 (or unset), got {self.max_chunks}")
         if self.answer_metric not in rewards.METRICS:
             raise ConfigError(f"answer_metric must be one of {', '.join(rewards.METRICS)}")
 
@@ -169,6 +192,8 @@ def prepare_episode(episode: Mapping[str, Any], tokenizer: Any, config: AgentCon
         raise MemtrainError(f"episode {episode_id}: needs a string field 'text' (the document)")
     answers = gold_answers(episode)
     chunks = chunk_document(text, tokenizer, config.chunk_tokens)
+    if config.max_chunks:
+        chunks = chunks[: config.max_chunks]
     return PreparedEpisode(
         episode_id=episode_id,
         text=text,
@@ -277,10 +302,60 @@ def rollout(
             for j, trajectory in enumerate(probed):
                 trajectory.recall.samples = generations[j * n : (j + 1) * n]
 
+    # Step 4b (optional): teacher-forced log-likelihood of the gold answer given the final memory, and of
+    # the recall target given memory_k; no sampling.
+    if config.score_gold or config.dense_weight or config.dense_recall_weight:
+        score_gold_answers(trajectories, owners, builder, backend, memory)
+
     # Step 5: rewards.
     for trajectory in trajectories:
         score_trajectory(trajectory, config)
     return trajectories
+
+
+def answer_ids(tokenizer: Any, answer: str) -> tuple[list[int], list[int]]:
+    """An answer as the answer turn writes it, ``\\boxed{answer}``, as (prefix ids, answer ids): the prefix
+    ``\\boxed{`` is the format, the answer ids (answer and closing brace) are what is scored."""
+    prefix = tokenizer.encode("\\boxed{", add_special_tokens=False)
+    return prefix, tokenizer.encode(f"{answer}}}", add_special_tokens=False)
+
+
+def score_gold_answers(
+    trajectories: Sequence[Trajectory],
+    owners: Sequence[PreparedEpisode],
+    builder: PromptBuilder,
+    backend: GenerationBackend,
+    final_memories: Sequence[str],
+) -> None:
+    """Fill ``gold_logprob`` (best gold alias, mean log-prob per answer token after the answer prompt on the
+    final memory) and each probe's ``target_logprob`` (after its recall prompt), in one scoring call."""
+    tokenizer = backend.tokenizer
+    prompts_, completions, owners_of = [], [], []  # owners_of: (trajectory index, "gold" | "target", prefix)
+    for i, (trajectory, ep) in enumerate(zip(trajectories, owners, strict=True)):
+        prompt = builder.answer(ep.problem, final_memories[i])
+        for answer in trajectory.answers or [trajectory.answer]:
+            prefix, ids = answer_ids(tokenizer, answer)
+            prompts_.append(prompt)
+            completions.append(prefix + ids)
+            owners_of.append((i, "gold", len(prefix)))
+        probe = trajectory.recall
+        if probe is not None:
+            prefix, ids = answer_ids(tokenizer, probe.target)
+            prompts_.append(builder.recall(trajectory.memories[probe.step], probe.section))
+            completions.append(prefix + ids)
+            owners_of.append((i, "target", len(prefix)))
+    if not prompts_:
+        return
+    for (i, kind, start), logprobs in zip(
+        owners_of, score_completions(backend, prompts_, completions), strict=True
+    ):
+        scored = logprobs[start:]
+        value = sum(scored) / max(1, len(scored))
+        trajectory = trajectories[i]
+        if kind == "target":
+            trajectory.recall.target_logprob = value
+        elif trajectory.gold_logprob is None or value > trajectory.gold_logprob:
+            trajectory.gold_logprob = value
 
 
 def score_trajectory(trajectory: Trajectory, config: AgentConfig) -> Trajectory:
@@ -299,5 +374,10 @@ def score_trajectory(trajectory: Trajectory, config: AgentConfig) -> Trajectory:
         probe.rewards = [rewards.exact_match(p, probe.target) for p in probe.predictions]
     trajectory.reward = rewards.e2e_reward(
         trajectory.em, probe.rewards if probe else [], config.recall_weight, config.coupling and config.recall
+    ) + rewards.dense_reward(
+        trajectory.gold_logprob,
+        probe.target_logprob if probe is not None else None,
+        config.dense_weight,
+        config.dense_recall_weight,
     )
     return trajectory

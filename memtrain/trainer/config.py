@@ -165,6 +165,23 @@ class TrainConfig:
         },
     )
 
+    dense_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Dense memory reward, an extension for small models (0: off, the paper): add "
+            "w · log p(gold answer | final memory) to R_E, teacher-forced through the answer prompt (mean "
+            "per answer token). Groups then differ even when no sample is exactly right. Needs the "
+            "transformers backend."
+        },
+    )
+    dense_recall_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Add w · log p(recall target | memory_k) to R_E, teacher-forced through the recall "
+            "prompt (0: off). Needs recall and the transformers backend."
+        },
+    )
+
     # --- objective and optimizer (Eq. 4) ---
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate (paper: 1e-6)."})
     beta: float = field(
@@ -210,6 +227,18 @@ class TrainConfig:
     )
     memory_tokens: int = field(default=1024, metadata={"help": "Memory budget; longer memories are cut."})
     response_tokens: int = field(default=1024, metadata={"help": "Most tokens generated per call."})
+    max_chunks: int | None = field(
+        default=None,
+        metadata={"help": "Read at most this many chunks of an episode (unset: every chunk, the paper)."},
+    )
+    corpus_tokenizer: str = field(
+        default="check",
+        metadata={
+            "help": "When the corpus was sized with another tokenizer than the policy's: check (refuse, "
+            "naming the rebuild command), recount (train anyway; a sample of episodes is counted in the "
+            "policy's tokens and reported) or ignore."
+        },
+    )
     context_tokens: int = field(
         default=8192, metadata={"help": "Per-call context; the four budgets above must fit in it."}
     )
@@ -217,6 +246,13 @@ class TrainConfig:
     # --- evaluation on held-out episodes ---
     eval_episodes: int = field(
         default=0, metadata={"help": "Held-out episodes evaluated before training and at the end (0: none)."}
+    )
+    eval_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Also evaluate the held-out episodes every N steps (0: before training and at the end "
+            "only). Every evaluation goes to diagnostics.jsonl, TensorBoard and, at the end, diagnostics.png."
+        },
     )
     eval_samples: int = field(
         default=4, metadata={"help": "Trajectories (and recall samples) per held-out episode."}
@@ -391,6 +427,22 @@ class TrainConfig:
             raise ConfigError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {self.vllm_mode!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dense_weight < 0 or self.dense_recall_weight < 0 or self.eval_steps < 0:
+            raise ConfigError(
+                "dense_weight, dense_recall_weight and eval_steps must be non-negative, got "
+                f"{self.dense_weight}, {self.dense_recall_weight}, {self.eval_steps}"
+            )
+        if (self.dense_weight or self.dense_recall_weight) and self.backend != "transformers":
+            raise ConfigError(
+                "dense_weight / dense_recall_weight score the gold answer teacher-forced, which only the "
+                "transformers backend does; set backend: transformers or turn the dense reward off"
+            )
+        if self.corpus_tokenizer not in ("check", "recount", "ignore"):
+            raise ConfigError(
+                f"corpus_tokenizer must be one of check, recount, ignore, got {self.corpus_tokenizer!r}"
+            )
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise ConfigError(f"max_chunks must be at least 1 (or unset), got {self.max_chunks}")
         if self.update_episodes is not None and (
             self.update_episodes < 1 or self.episodes_per_step % self.update_episodes
         ):

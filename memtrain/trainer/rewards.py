@@ -206,6 +206,24 @@ def e2e_reward(
     return float(em) + weight * sum(recall_rewards) / len(recall_rewards)
 
 
+def dense_reward(
+    gold_logprob: float | None,
+    target_logprob: float | None,
+    weight: float = 0.0,
+    recall_weight: float = 0.0,
+) -> float:
+    """The optional dense memory reward (an extension for small models, off in the paper's settings):
+    ``weight·log p(gold | final memory) + recall_weight·log p(target | memory_k)``, each the mean per-token
+    log-likelihood of the answer written in ``\\boxed{}``, teacher-forced. A term whose log-likelihood was not
+    scored adds nothing."""
+    total = 0.0
+    if weight and gold_logprob is not None:
+        total += weight * gold_logprob
+    if recall_weight and target_logprob is not None:
+        total += recall_weight * target_logprob
+    return total
+
+
 # --- TRL-style reward functions -----------------------------------------------------------------------------
 
 

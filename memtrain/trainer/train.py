@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from rich.console import Console
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..config import to_dict
@@ -36,6 +36,9 @@ from ..tasks.base import MASKED_ENTITY, TASKS, Task, get_task
 from . import checkpoints, models
 from .agent import report_calls
 from .config import TrainConfig, _looks_local
+from .diagnostics import PLOT, DiagnosticsLog, plot_diagnostics
+from .metrics import trajectory_metrics
+from .tokenizer_check import TokenizerCheck, check_corpus_tokenizer
 from .trainer import CONFIG_FILE, EpisodeReserve, MemTrainer, agent_config
 from .types import Trajectory
 
@@ -184,6 +187,20 @@ def world_size() -> int:
 
 def check_config(config: TrainConfig) -> CorpusVersion:
     """Everything that can fail before a model is loaded; returns the opened corpus version."""
+    return check_training_setup(config)[0]
+
+
+def check_training_setup(config: TrainConfig) -> tuple[CorpusVersion, TokenizerCheck | None]:
+    """`check_config`, and what the corpus tokenizer check found (``tokenizer_check.py``)."""
+    corpus = _check_config(config)
+    policy = base_model(config.model)
+    found = check_corpus_tokenizer(
+        corpus, policy, config.corpus_tokenizer, config.chunk_tokens, config.max_chunks
+    )
+    return corpus, found
+
+
+def _check_config(config: TrainConfig) -> CorpusVersion:
     config.validate()
     # Before the corpus and the model: a run must not fail at its first save.
     check_writable_output(config.output_dir, kind="dir", what="output_dir")
@@ -289,6 +306,16 @@ CONSOLE_COLUMNS = [
 ]
 
 
+# What the console says of a held-out evaluation (all of it is in diagnostics.jsonl and TensorBoard).
+HELD_OUT_COLUMNS = [
+    ("em", "EM", "{:.3f}"),
+    ("reward", "R_E", "{:.3f}"),
+    ("recall_em", "recall EM", "{:.3f}"),
+    ("boxed", "boxed", "{:.0%}"),
+    ("gold_logprob", "gold log p", "{:.3f}"),
+    ("memory_tokens", "memory", "{:.0f} tok"),
+]
+
 EMPTY_STEPS_WARNING = 3  # consecutive steps without a trained row before the console says why
 
 
@@ -329,6 +356,8 @@ class ConsoleProgress(TrainerCallback):
         self._step = "after training"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "eval_em" in logs:
+            self._held_out_line(state.global_step // self.updates, logs)
         if not state.is_world_process_zero or not logs or "reward" not in logs:
             return
         if not self.printed_header:
@@ -358,21 +387,50 @@ class ConsoleProgress(TrainerCallback):
                 soft_wrap=True,
             )
 
+    def _held_out_line(self, step: int, logs: dict) -> None:
+        parts = [f"held-out at step {step}:"]
+        for key, name, fmt in HELD_OUT_COLUMNS:
+            value = logs.get(f"eval_{key}")
+            if isinstance(value, int | float):
+                parts.append(f"{name} {fmt.format(value)}")
+        self.console.print(
+            " · ".join([parts[0], *parts[1:]]).replace(": ·", ":"), style="cyan", soft_wrap=True
+        )
+
 
 # --- evaluation ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class EvalResult:
-    e2e_reward: float
-    em: float
-    recall_em: float | None
-    trajectories: int
+    """One held-out evaluation: the step it was made at and ``metrics.trajectory_metrics`` of it."""
+
+    step: int
+    metrics: dict[str, float]
+
+    @property
+    def e2e_reward(self) -> float:
+        return self.metrics.get("reward", 0.0)
+
+    @property
+    def em(self) -> float:
+        return self.metrics.get("em", 0.0)
+
+    @property
+    def recall_em(self) -> float | None:
+        return self.metrics.get("recall_em")
+
+    @property
+    def trajectories(self) -> int:
+        return int(self.metrics.get("trajectories", 0))
 
 
-def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0, label: str = "held-out") -> EvalResult:
-    """Held-out E2E reward, EM and recall EM of the current policy, with evaluation sampling (§8)."""
-    import torch
+def evaluate(
+    trainer: MemTrainer, episodes: list[dict], seed: int = 0, label: str = "held-out", step: int = 0
+) -> EvalResult:
+    """Held-out figures of the current policy with evaluation sampling (§8): E2E EM and reward, recall EM
+    (by distance), boxed share, memory length and the gold log-likelihood (``trajectory_metrics``)."""
+    from accelerate.utils import gather_object
 
     config = agent_config(trainer.memtrain_config, evaluation=True)
     rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
@@ -383,15 +441,39 @@ def evaluate(trainer: MemTrainer, episodes: list[dict], seed: int = 0, label: st
         trajectories: list[Trajectory] = (
             trainer.task.rollout(mine, backend, config, seed=seed, on_call=on_call) if mine else []
         )
-    recall = [r for t in trajectories if t.recall is not None for r in t.recall.rewards]
-    local = [sum(t.reward for t in trajectories), sum(t.em for t in trajectories), len(trajectories)]
-    local += [sum(recall), len(recall)]
-    device = trainer.accelerator.device
-    totals = (
-        trainer.accelerator.gather(torch.tensor([local], dtype=torch.float64, device=device)).sum(0).tolist()
-    )
-    reward, em, n, recall_sum, n_recall = totals
-    return EvalResult(reward / max(n, 1), em / max(n, 1), recall_sum / n_recall if n_recall else None, int(n))
+    if world > 1:
+        trajectories = gather_object(trajectories)
+    return EvalResult(step, trajectory_metrics(trajectories))
+
+
+class HeldOutEvaluation(TrainerCallback):
+    """Evaluates the held-out episodes every `every` memtrain steps during training (and, through
+    :meth:`run`, before and after it): each result goes to `diagnostics.jsonl`, to the trainer's loggers
+    (TensorBoard: ``eval/<metric>``, from the ``eval_<metric>`` keys) and to `results`."""
+
+    def __init__(self, trainer: MemTrainer, episodes: list[dict], every: int, log: DiagnosticsLog | None):
+        self.trainer = trainer
+        self.episodes = episodes
+        self.every = every
+        self.log = log
+        self.updates = trainer.updates_per_step
+        self.results: list[EvalResult] = []
+
+    def run(self, step: int, label: str) -> EvalResult:
+        trainer = self.trainer
+        result = evaluate(trainer, self.episodes, trainer.memtrain_config.seed, label, step)
+        self.results.append(result)
+        if trainer.accelerator.is_main_process and self.log is not None:
+            self.log.append(step, result.metrics)
+        # transformers' own log (TRL's would also flush the training metrics of the step in progress)
+        logs = {f"eval_{key}": value for key, value in result.metrics.items()}
+        Trainer.log(trainer, logs)
+        return result
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step, update = divmod(state.global_step, self.updates)
+        if self.every and not update and step % self.every == 0 and step < state.max_steps // self.updates:
+            self.run(step, f"step {step}")
 
 
 # --- the entry point ----------------------------------------------------------------------------------------
@@ -407,6 +489,8 @@ class TrainResult:
     log_history: list[dict] = field(default_factory=list)
     resumed_from: Path | None = None  # the checkpoint `--resume` continued from
     set_aside: list[Path] = field(default_factory=list)  # incomplete checkpoints renamed incomplete-…
+    evaluations: list[EvalResult] = field(default_factory=list)  # every held-out evaluation of this run
+    diagnostics_plot: Path | None = None  # output_dir/diagnostics.png (from diagnostics.jsonl)
 
 
 def build_trainer(
@@ -506,6 +590,20 @@ def choose_checkpoint(
     return last, moved
 
 
+def recount_line(found: TokenizerCheck) -> str:
+    line = (
+        f"⚠ the corpus was sized with the {found.corpus_tokenizer} tokenizer, not the policy's "
+        f"({found.policy_tokenizer})"
+    )
+    if found.tokens and found.chunks:
+        line += (
+            f"; in the policy's tokens {found.sampled} of its episodes have {found.tokens[0]:,}–"
+            f"{found.tokens[2]:,} tokens (median {found.tokens[1]:,}), {found.chunks[0]}–{found.chunks[2]} "
+            "chunks each"
+        )
+    return line
+
+
 def save_final_model(trainer: MemTrainer, output_dir: Path) -> None:
     """`trainer.save_model(output_dir)`, written under a temporary name first: each file of the final model
     appears whole or not at all (every process takes part, as saving may gather weights)."""
@@ -546,28 +644,42 @@ def train(
 
     `reward_fn` replaces the end-to-end reward R_E of each trajectory (a custom task); by default it is Eq. 2.
     """
-    corpus = check_config(config)
+    corpus, tokenizers = check_training_setup(config)
     output_dir = Path(config.output_dir)
+    if tokenizers is not None and not tokenizers.same and console is not None and _is_main_process():
+        console.print(recount_line(tokenizers), style="yellow", highlight=False, soft_wrap=True)
     last, moved = choose_checkpoint(output_dir, resume, console)
     task = get_task(config.task)
     held_out = held_out_episodes(corpus, config.eval_episodes, task) if config.eval_episodes else []
 
     trainer = build_trainer(config, corpus, console, reward_fn=reward_fn)
     write_json_atomic(output_dir / CONFIG_FILE, {**to_dict(config), "corpus_path": str(corpus.path)})
+    updates = config.updates_per_step
+    start_step = (checkpoints.checkpoint_step(last) or 0) // updates if last is not None else 0
+    main = trainer.accelerator.is_main_process
+    log = DiagnosticsLog(output_dir) if main else None
+    if log is not None:
+        log.keep_until(start_step if last is not None else -1)  # a fresh run starts a fresh file
+    evaluation = HeldOutEvaluation(trainer, held_out, config.eval_steps, log) if held_out else None
+    if evaluation is not None:
+        trainer.add_callback(evaluation)
     try:
-        before = evaluate(trainer, held_out, config.seed, "step 0") if held_out and not resume else None
+        before = evaluation.run(0, "step 0") if evaluation is not None and not resume else None
         start = time.perf_counter()
-        updates = config.updates_per_step
-        start_step = (checkpoints.checkpoint_step(last) or 0) // updates if last is not None else 0
         trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
         seconds = time.perf_counter() - start
         save_final_model(trainer, output_dir)
-        after = evaluate(trainer, held_out, config.seed, "final") if held_out else None
+        steps = trainer.state.global_step // updates
+        after = evaluation.run(steps, "final") if evaluation is not None else None
     finally:
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ConsoleProgress):
                 callback.stop()
-    steps = trainer.state.global_step // config.updates_per_step
+    plot = None
+    if log is not None and log.read():
+        plot = plot_diagnostics(
+            log.read(), output_dir / PLOT, title=f"{output_dir.name}: held-out diagnostics"
+        )
     return TrainResult(
         output_dir=output_dir,
         steps=steps,
@@ -577,4 +689,6 @@ def train(
         log_history=list(trainer.state.log_history),
         resumed_from=last,
         set_aside=moved,
+        evaluations=evaluation.results if evaluation is not None else [],
+        diagnostics_plot=plot,
     )

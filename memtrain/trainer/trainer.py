@@ -72,6 +72,11 @@ def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
         temperature=config.eval_temperature if evaluation else config.temperature,
         top_p=config.eval_top_p if evaluation else config.top_p,
         seed=config.seed,
+        # Held-out evaluation always measures the gold log-likelihood where the backend can score it.
+        max_chunks=config.max_chunks,
+        score_gold=evaluation and config.backend == "transformers",
+        dense_weight=config.dense_weight,
+        dense_recall_weight=config.dense_recall_weight,
     )
 
 
@@ -79,10 +84,11 @@ def group_rows(
     group: Sequence[Trajectory], config: TrainConfig, reward_fn: Callable[[Trajectory], float] | None = None
 ) -> grpo.EpisodeRows:
     """One episode's G1 scored trajectories (see ``agent.score_trajectory``) → rewards, advantages and rows as
-    `config` says (Eq. 1-3, DAPO dynamic sampling). `reward_fn` replaces R_E of each trajectory."""
+    `config` says (Eq. 1-3, DAPO dynamic sampling). R_E is each trajectory's own ``reward`` (scored with the
+    same settings, dense terms included); `reward_fn` replaces it."""
     return grpo.episode_rows(
         group,
-        rewards=[reward_fn(t) for t in group] if reward_fn is not None else None,
+        rewards=[reward_fn(t) if reward_fn is not None else t.reward for t in group],
         recall_weight=config.recall_weight,
         recall=config.recall,
         coupling=config.coupling,
@@ -584,17 +590,21 @@ class MemTrainer(GRPOTrainer):
             len(real), len(rows) - len(real), sum(r.num_tokens for r in real),
             sum(len(r.completion_ids) for r in real),
             batch.rollout_tokens, batch.rollout_seconds, batch.rounds,
+            sum(t.gold_logprob for t in batch.trajectories if t.gold_logprob is not None),
+            sum(1 for t in batch.trajectories if t.gold_logprob is not None),
         ]  # fmt: skip
         device = self.accelerator.device
         totals = self.accelerator.gather(torch.tensor([local], dtype=torch.float64, device=device))
         seconds = totals[:, 14].max().item()
         (reward, n, em, recall, n_recall, e2e, e2e_drop, rec, rec_drop, real_rows, pad_rows, tokens,
-         completion_tokens, rollout_tokens, _, rounds) = totals.sum(dim=0).tolist()  # fmt: skip
+         completion_tokens, rollout_tokens, _, rounds, gold, n_gold) = totals.sum(dim=0).tolist()  # fmt: skip
         metrics = self._metrics["train" if self.model.training else "eval"]
         metrics["reward"].append(reward / max(n, 1))
         metrics["em"].append(em / max(n, 1))
         if n_recall:
             metrics["recall_em"].append(recall / n_recall)
+        if n_gold:  # scored for the dense reward
+            metrics["gold_logprob"].append(gold / n_gold)
         metrics["groups/e2e_dropped"].append(e2e_drop)
         metrics["groups/e2e"].append(e2e)
         metrics["groups/recall_dropped"].append(rec_drop)

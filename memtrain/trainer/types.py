@@ -37,6 +37,7 @@ class RecallProbe:
     predictions: list[str | None] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)  # exact match per sample
     section: str = ""  # the masked chunk l shown in the recall prompt
+    target_logprob: float | None = None  # mean log p(target tokens | recall prompt), teacher-forced
 
 
 @dataclass(slots=True)
@@ -54,3 +55,4 @@ class Trajectory:
     reward: float = 0.0  # R_E = em + λ·mean(recall.rewards) (λ·0 when coupling is off)
     answers: list[str] = field(default_factory=list)  # every gold alias scored against (answer among them)
     num_chunks: int = 0  # chunks read (update turns)
+    gold_logprob: float | None = None  # mean log p(gold tokens | answer prompt on the final memory)

@@ -9,6 +9,10 @@ carries the model's ``tokenizer``, which the agent uses for chunking and prompt 
 * ``openai`` — any OpenAI-compatible ``/v1/completions`` server (``vllm serve``, ``memtrain serve``,
   llama.cpp).
 
+A backend that can also *score* (``backend.score(prompt_ids, completion_ids)``: teacher-forced log-probs of
+given completions, nothing sampled; the transformers backend) serves the gold log-likelihood diagnostics and
+the dense memory reward.
+
 Log-probabilities are those of the sampled token under ``log_softmax(logits / temperature)`` (no top-p
 truncation), the convention TRL's GRPO uses for its old-policy log-probs.
 """
@@ -45,6 +49,20 @@ class GenerationBackend(Protocol):
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
         """One sampled completion per prompt, in prompt order."""
         ...
+
+
+def score_completions(
+    backend: GenerationBackend, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+) -> list[list[float]]:
+    """Teacher-forced log-probs of each completion after its prompt (temperature 1), from a backend that can
+    score (the transformers one; sampling engines only generate)."""
+    score = getattr(backend, "score", None)
+    if score is None:
+        raise ConfigError(
+            f"the {backend.name} backend cannot score given answers (teacher forcing), which the gold "
+            "log-likelihood needs; use the transformers backend"
+        )
+    return score(prompts, completions)
 
 
 def stop_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
@@ -89,4 +107,6 @@ def load_backend(
     raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "GenerationBackend", "SamplingParams", "load_backend", "stop_token_ids"]
+__all__ = [
+    "BACKENDS", "GenerationBackend", "SamplingParams", "load_backend", "score_completions", "stop_token_ids",
+]  # fmt: skip

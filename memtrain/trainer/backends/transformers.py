@@ -156,6 +156,47 @@ class TransformersBackend:
                 results[i] = generation
         return results  # type: ignore[return-value]
 
+    def score(
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced log p(token | prompt, earlier completion tokens) of every completion token, at
+        temperature 1: one forward pass per batch, nothing sampled."""
+        scored: list[list[float]] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompts), self.max_batch_size):
+                batch = list(zip(prompts[start : start + self.max_batch_size],
+                                 completions[start : start + self.max_batch_size], strict=True))  # fmt: skip
+                scored.extend(self._score_batch(batch))
+        finally:
+            if was_training:
+                self.model.train()
+        return scored
+
+    def _score_batch(self, batch: list[tuple[Sequence[int], Sequence[int]]]) -> list[list[float]]:
+        # Prompts left-padded, completions right-padded (as the trainer lays rows out); positions follow the
+        # mask, so padding never shifts them.
+        width = max(len(p) for p, _ in batch)
+        keep = max(len(c) for _, c in batch)
+        ids, mask = [], []
+        for prompt, completion in batch:
+            left, right = width - len(prompt), keep - len(completion)
+            ids.append([self.pad_id] * left + list(prompt) + list(completion) + [self.pad_id] * right)
+            mask.append([0] * left + [1] * (len(prompt) + len(completion)) + [0] * right)
+        device = self.model.device
+        input_ids = torch.tensor(ids, device=device)
+        attention_mask = torch.tensor(mask, device=device)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            logits = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                logits_to_keep=keep + 1,
+            ).logits[:, :-1].float()  # fmt: skip
+            targets = input_ids[:, -keep:]
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
+        return [row[: len(c)] for row, (_, c) in zip(logprobs.cpu().tolist(), batch, strict=True)]
+
     def _static_layout_supported(self) -> bool:
         """Whether this model's cache layout is one this backend preallocates and shares: every layer a full
         attention layer or a sliding-window one (``StaticCache`` builds them from the config). Any other
