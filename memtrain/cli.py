@@ -131,6 +131,14 @@ def build_corpus_cmd(
     ] = None,
     num_episodes: Annotated[int | None, typer.Option(help="Episodes to build.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of all episode randomness.")] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer that counts document lengths and cuts chunks: the model you will train "
+            "(asset name, Hub id or folder; default SmolLM2's); `memtrain train` checks it against the "
+            "policy."
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option(help="Processes for the per-shard stages (0 = all cores).")
     ] = None,
@@ -144,7 +152,14 @@ def build_corpus_cmd(
     if preset not in PRESETS:
         raise MemtrainError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
     overrides = parse_overrides(override)
-    for key, value in {"source": source, "name": name, "num_episodes": num_episodes, "seed": seed}.items():
+    named = {
+        "source": source,
+        "name": name,
+        "num_episodes": num_episodes,
+        "seed": seed,
+        "tokenizer": tokenizer,
+    }
+    for key, value in named.items():
         if value is not None:
             overrides[key] = value
     if workers is not None:

@@ -242,6 +242,46 @@ def test_two_processes_train_and_resume_each_ones_reserve_position(tiny_model, t
     assert (tmp_path / "ddp" / "checkpoint-3").is_dir()
 
 
+# Each process of a launched job takes its first rollout batch from the trainer's dataloader (as training
+# does) and writes the episode ids it got.
+FIRST_BATCH = """
+import json, os, sys
+from memtrain.config import load_config
+from memtrain.trainer.config import TrainConfig
+from memtrain.trainer.train import build_trainer, check_config
+
+config = load_config(TrainConfig, sys.argv[1], [])
+trainer = build_trainer(config, check_config(config))
+batch = next(iter(trainer.get_train_dataloader()))
+rank = int(os.environ["RANK"])
+with open(os.path.join(sys.argv[2], f"rank-{rank}.json"), "w") as handle:
+    json.dump([row["episode_id"] for row in batch], handle)
+"""
+
+
+def test_two_processes_sample_distinct_episodes_each_repeated_g1_times(tiny_model, tiny_corpus, tmp_path):
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "ddp", episodes_per_step=4, update_episodes=2)
+    config_file = tmp_path / "ddp.yaml"
+    config_file.write_text(yaml.safe_dump(to_dict(config)))
+    script = tmp_path / "first_batch.py"
+    script.write_text(FIRST_BATCH)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+              "127.0.0.1", "--master_port", str(port), str(script), str(config_file),
+              str(tmp_path)]  # fmt: skip
+    done = subprocess.run(
+        launch, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    first, second = (json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1))
+    # 4 episodes per step over 2 processes: 2 each, every one G1 = 4 times, none on both processes.
+    for ids in (first, second):
+        assert len(ids) == 2 * 4 and all(ids.count(i) == 4 for i in ids)
+    assert not set(first) & set(second)
+
+
 # Run `memtrain train` in a child process that is killed (SIGKILL) while it writes checkpoint-2's weights:
 # the weights file is written, cut to half its length, and the process killed on the spot, which leaves on
 # disk exactly what a kill in the middle of that write leaves.
@@ -403,7 +443,7 @@ def test_a_corpus_sized_with_another_tokenizer_is_refused_or_recounted_in_the_po
     tiny_model, tiny_corpus, tmp_path
 ):
     config = tiny_config(tiny_model, tiny_corpus, tmp_path / "tok", corpus_tokenizer="check")
-    with pytest.raises(ConfigError, match="sized with the smollm2-135m-instruct tokenizer.*-o tokenizer="):
+    with pytest.raises(ConfigError, match="sized with the smollm2-135m-instruct tokenizer.*--tokenizer "):
         check_config(config)
     recount = tiny_config(tiny_model, tiny_corpus, tmp_path / "tok", corpus_tokenizer="recount", max_chunks=2)
     _, found = check_training_setup(recount)
@@ -411,3 +451,25 @@ def test_a_corpus_sized_with_another_tokenizer_is_refused_or_recounted_in_the_po
     low, median, high = found.tokens
     assert 0 < low <= median <= high
     assert 1 <= found.chunks[0] <= found.chunks[2] <= 2  # the max_chunks cap
+
+
+def test_dynamic_sampling_replaces_a_dropped_group_with_an_episode_from_the_reserve(
+    tiny_model, tiny_corpus, tmp_path
+):
+    config = tiny_config(tiny_model, tiny_corpus, tmp_path / "refill", recall=False, max_sampling_rounds=3)
+    flat: set[str] = set()
+
+    def reward(trajectory):  # one episode's group scores all alike (dropped); the others' differ
+        return 0.0 if trajectory.episode_id in flat else low_token_share(trajectory)
+
+    trainer = build_trainer(config, check_config(config), reward_fn=reward)
+    refill = next(trainer.reserve._make_stream())["episode_id"]  # what the reserve hands out first
+    stream = (e for e in trainer.train_dataset if e["episode_id"] != refill)
+    episodes = [next(stream), next(stream)]
+    flat.add(episodes[0]["episode_id"])
+
+    batch = trainer.sample_batch(episodes)
+
+    assert batch.rounds == 2 and trainer.reserve.consumed == 1  # one more episode, in a second round
+    assert [e.episode_id for e in batch.episodes] == [episodes[1]["episode_id"], refill]
+    assert (batch.counts.e2e, batch.counts.e2e_dropped) == (3, 1)

@@ -69,7 +69,7 @@ def check_corpus_tokenizer(
         raise ConfigError(
             f"corpus: {corpus.path} was sized with the {built_with} tokenizer, but the policy {policy} "
             "tokenizes differently, so its episodes' lengths and chunk counts are not the ones built; "
-            f"rebuild it with `memtrain build-corpus ... -o tokenizer={policy}`, or set corpus_tokenizer: "
+            f"rebuild it with `memtrain build-corpus ... --tokenizer {policy}`, or set corpus_tokenizer: "
             "recount to train on it anyway"
         )
     tokenizer: Any = models.load_tokenizer(policy)
