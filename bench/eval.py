@@ -56,6 +56,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="Questions per batch in the batched run.")
     parser.add_argument("--compare-length", type=int, default=50, help="N of the batched-vs-loop comparison.")
     parser.add_argument("--lengths", default="50,100,200", help="N of the scaling measurement.")
+    parser.add_argument(
+        "--scale-questions",
+        type=int,
+        default=None,
+        help="Questions at each N of the scaling (default: --questions).",
+    )
     parser.add_argument("--chunk-tokens", type=int, default=1500)
     parser.add_argument("--memory-tokens", type=int, default=64)
     parser.add_argument("--response-tokens", type=int, default=64)
@@ -104,12 +110,13 @@ def main() -> None:
 
         print("batched memory agent, time vs N:")
         base = None
+        scale_questions = args.scale_questions or args.questions
         for n in lengths:
-            if n == args.compare_length:  # measured above: the batched run of the comparison
+            if n == args.compare_length and scale_questions == args.questions:  # measured above (batched)
                 _, seconds, tokens, items = rows[0]
             else:
                 seconds, tokens, items = timed(
-                    corpus, [n], args.questions, backend, batched, tmp / f"scale-{n}"
+                    corpus, [n], scale_questions, backend, batched, tmp / f"scale-{n}"
                 )
             base = base or seconds / n
             print(

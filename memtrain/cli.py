@@ -485,6 +485,54 @@ def serve_cmd(
         server.server_close()
 
 
+@app.command("serve-retriever")
+@friendly_errors
+def serve_retriever_cmd(
+    collection: Annotated[
+        str,
+        typer.Argument(
+            help="Passages: a wiki-18 style .jsonl(.gz) or .parquet file, or a memtrain corpus folder."
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    topk_max: Annotated[int, typer.Option(help="Largest topk a request may ask for.")] = 100,
+    max_queries: Annotated[int, typer.Option(help="Most queries in one request.")] = 1024,
+    index_dir: Annotated[
+        str | None, typer.Option(help="Index folder (default: <collection>.bm25 beside the collection).")
+    ] = None,
+    rebuild: Annotated[bool, typer.Option(help="Build the index anew even if it is up to date.")] = False,
+) -> None:
+    """Serve BM25 search over a passage collection on Search-R1's POST /retrieve (search QA, MEM1)."""
+    from .search import Retriever, ServerLimits, make_server
+
+    if topk_max < 1 or max_queries < 1:
+        raise MemtrainError(
+            f"--topk-max and --max-queries must be at least 1, not {topk_max} and {max_queries}"
+        )
+    with console.status(f"opening {collection} …") as status:
+        retriever = Retriever.open(collection, index_dir=index_dir, rebuild=rebuild, log=status.update)
+    if retriever.rebuilt:
+        console.print(
+            f"built the index {retriever.index_dir} ({retriever.rebuilt})", highlight=False, soft_wrap=True
+        )
+    limits = ServerLimits(topk_max=topk_max, max_queries=max_queries, default_topk=min(3, topk_max))
+    try:
+        server = make_server(retriever, host, port, limits=limits, debug=_state["debug"])
+    except OSError as exc:
+        raise MemtrainError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound_host, bound_port = server.server_address[:2]
+    console.print(
+        f"serving {retriever.num_passages:,} passages at http://{bound_host}:{bound_port}/retrieve",
+        highlight=False,
+    )
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 # --- train: joint GRPO --------------------------------------------------------------------------------------
 
 

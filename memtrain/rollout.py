@@ -28,6 +28,7 @@ from .outputs import check_writable_output
 from .tasks.base import task_of_corpus
 from .trainer.agent import AgentConfig, CallStats, rollout
 from .trainer.backends import GenerationBackend, load_backend
+from .trainer.metrics import trajectory_metrics
 from .trainer.types import Trajectory
 
 TRAJECTORY_SCHEMA = pa.schema(
@@ -81,20 +82,20 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def summarize(
+def rollout_report(
     trajectories: list[Trajectory], generation_seconds: float, wall_seconds: float
 ) -> RolloutReport:
     turns = [turn for t in trajectories for turn in t.turns]
-    recall = [r for t in trajectories if t.recall for r in t.recall.rewards]
+    figures = trajectory_metrics(trajectories)
     generated = sum(len(turn.generation.completion_ids) for turn in turns) + sum(
         len(g.completion_ids) for t in trajectories if t.recall for g in t.recall.samples
     )
     return RolloutReport(
         episodes=len({t.episode_id for t in trajectories}),
         trajectories=len(trajectories),
-        e2e_em=_mean([t.em for t in trajectories]),
-        recall_em=_mean(recall) if recall else None,
-        mean_reward=_mean([t.reward for t in trajectories]),
+        e2e_em=figures.get("em", 0.0),
+        recall_em=figures.get("recall_em"),
+        mean_reward=figures.get("reward", 0.0),
         mean_turns=_mean([len(t.turns) for t in trajectories]),
         prompt_tokens_per_turn=_mean([len(turn.generation.prompt_ids) for turn in turns]),
         completion_tokens_per_turn=_mean([len(turn.generation.completion_ids) for turn in turns]),
@@ -103,7 +104,7 @@ def summarize(
     )
 
 
-def trajectory_rows(trajectories: Iterable[Trajectory]) -> list[dict[str, Any]]:
+def trajectory_records(trajectories: Iterable[Trajectory]) -> list[dict[str, Any]]:
     rows = []
     for t in trajectories:
         probe = t.recall
@@ -171,7 +172,7 @@ def check_trajectories_path(path: str | Path) -> Path:
 
 
 def _table(trajectories: list[Trajectory]) -> pa.Table:
-    return pa.Table.from_pylist(trajectory_rows(trajectories), schema=TRAJECTORY_SCHEMA)
+    return pa.Table.from_pylist(trajectory_records(trajectories), schema=TRAJECTORY_SCHEMA)
 
 
 def write_trajectories(path: str | Path, trajectories: list[Trajectory]) -> Path:
@@ -268,7 +269,7 @@ def run_rollout(
     for first in range(0, len(episodes), episodes_per_call):
         batch = episodes[first : first + episodes_per_call]
         trajectories += rollout(batch, backend, config, seed=config.seed + first, on_call=record)
-    report = summarize(trajectories, generation_seconds, time.perf_counter() - start)
+    report = rollout_report(trajectories, generation_seconds, time.perf_counter() - start)
     if out is not None:
         report.output = str(save_trajectories(out, trajectories, report))
     return report, trajectories

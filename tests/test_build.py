@@ -33,6 +33,7 @@ def test_a_tiny_build_writes_a_versioned_corpus_with_manifest_and_shards(tiny_co
     )
     assert manifest["counts"]["articles"] > 50
     assert manifest["counts"]["episodes"] == 16
+    assert manifest["stages"]["write"]["seconds"] >= 0  # the write stage is timed in the manifest too
     for f in tiny_corpus.episode_files():
         assert pq.read_schema(f).equals(EPISODE_SCHEMA, check_metadata=False)
     for f in tiny_corpus.passage_files():

@@ -474,8 +474,13 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
 # --- stage 7: the versioned output ----------------------------------------------------------------------
 
 
-def publish_version(root: Path, passage_files, episode_files, manifest: dict, stats: dict) -> Path:
-    """Assemble `v<N>` from copies of the shards, with each copy's sha256, size and rows in the manifest."""
+def publish_version(
+    root: Path, passage_files, episode_files, manifest: dict, stats: dict, started: float | None = None
+) -> Path:
+    """Assemble `v<N>` from copies of the shards, with each copy's sha256, size and rows in the manifest.
+
+    With `started` (a `time.perf_counter()` value), the write stage's time up to the manifest (copies and
+    checksums, nearly all of it) is recorded in the manifest's stages and in the stats."""
     from ..corpus import reflink_or_copy, shard_record
 
     version = max(list_versions(root), default=0) + 1
@@ -494,6 +499,10 @@ def publish_version(root: Path, passage_files, episode_files, manifest: dict, st
                 files[table].append(rel)
                 checksums[rel] = shard_record(tmp / rel)
         manifest = {**manifest, "version": version, "files": files, "checksums": checksums}
+        if started is not None:
+            write_seconds = time.perf_counter() - started
+            manifest["stages"] = {**manifest.get("stages", {}), "write": {"seconds": round(write_seconds, 3)}}
+            stats = {**stats, "seconds": {**stats.get("seconds", {}), "write": write_seconds}}
         write_json_atomic(tmp / "stats.json", stats)
         write_json_atomic(tmp / "manifest.json", manifest)
         final = root / f"v{version}"
@@ -632,7 +641,7 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
     }
     manifest["stages"] = {k: {"seconds": round(v, 3)} for k, v in seconds.items()}
     stats = {"shards": shard_stats, "episode_shards": episode_stats, "seconds": seconds}
-    final = publish_version(root, passage_files, episode_files, manifest, stats)
+    final = publish_version(root, passage_files, episode_files, manifest, stats, started=t)
     seconds["write"] = time.perf_counter() - t
     shutil.rmtree(work, ignore_errors=True)
     return BuildResult(open_corpus(final), created=True, summary={**summary, "seconds": seconds})

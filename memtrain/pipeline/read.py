@@ -79,7 +79,8 @@ class SourceShard:
         return name
 
     @property
-    def option(self) -> dict:
+    def options_dict(self) -> dict:
+        """`options` (a hashable tuple of pairs) as a dict."""
         return dict(self.options)
 
 
@@ -628,7 +629,7 @@ def _read_hf_dataset(shard: SourceShard) -> Iterator[Page]:
     """A datasets id (e.g. `wikimedia/wikipedia`, name `20231101.en`), streamed, never downloaded whole."""
     import datasets  # slow to import; only this reader needs it
 
-    opts = shard.option
+    opts = shard.options_dict
     try:
         rows = datasets.load_dataset(
             shard.path, opts.get("name"), split=opts.get("split", "train"), revision=opts.get("revision"),
@@ -720,7 +721,7 @@ def declared_language(shard: SourceShard) -> SourceLanguage | None:
         code, evidence = site.language_and_evidence if site is not None else (None, "")
         return SourceLanguage(code, evidence) if code else None
     if shard.kind == "hf-dataset":
-        config = str(shard.option.get("name") or "")
+        config = str(shard.options_dict.get("name") or "")
         evidence = f"dataset config {config}"
     elif shard.kind == "parquet":
         config = Path(shard.path).parent.name

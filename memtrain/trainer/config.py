@@ -119,7 +119,7 @@ class TrainConfig:
     )
     episodes_per_step: int = field(
         default=32,
-        metadata={"help": "Episodes (documents) per optimizer step, over all processes (paper: 32)."},
+        metadata={"help": "Episodes per step (one rollout batch), over all processes (paper: 32)."},
     )
     update_episodes: int | None = field(
         default=None,

@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -368,19 +369,17 @@ def complete(body: Any, batcher: Batcher, model_name: str, limits: Limits | None
     return completion_response(body, batcher.submit(rows, params), tokenizer, model_name)
 
 
-class CompletionServer(ThreadingHTTPServer):
+class JSONServer(ThreadingHTTPServer):
     """A threading HTTP server with a deep listen backlog, quiet about clients that hang up, and one line
-    (not a traceback, unless `debug`) for anything else that goes wrong while answering."""
+    (not a traceback, unless `debug`) for anything else that goes wrong while answering; it counts the
+    outcomes of requests (`count`) for ``/health``."""
 
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True
     block_on_close = False  # shutting down never waits for a handler stuck on a slow client
+    name = "memtrain serve"  # what its error lines start with
 
-    def __init__(
-        self, address: tuple[str, int], handler: type, batcher: Batcher, limits: Limits, debug: bool
-    ):
-        self.batcher = batcher
-        self.limits = limits
+    def __init__(self, address: tuple[str, int], handler: type, debug: bool):
         self.debug = debug
         self.counts: Counter[str] = Counter()  # completed, cancelled, rejected, failed
         self.counts_lock = threading.Lock()
@@ -414,9 +413,144 @@ class CompletionServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
         else:
             print(
-                f"memtrain serve: error answering {client_address[0]}: {type(exc).__name__}: {exc}",
+                f"{self.name}: error answering {client_address[0]}: {type(exc).__name__}: {exc}",
                 file=sys.stderr,
             )
+
+
+class CompletionServer(JSONServer):
+    """`JSONServer` for ``memtrain serve``: its `batcher` runs the completions, within `limits`."""
+
+    def __init__(
+        self, address: tuple[str, int], handler: type, batcher: Batcher, limits: Limits, debug: bool
+    ):
+        self.batcher = batcher
+        self.limits = limits
+        super().__init__(address, handler, debug)
+
+
+class JSONHandler(BaseHTTPRequestHandler):
+    """What a `JSONServer`'s handler answers alike, whatever its routes: JSON replies, JSON errors (counted
+    by the server; the stdlib's answers to malformed HTTP too), ``405`` naming `routes` for other methods,
+    bodies read only with a Content-Length of at most `max_body_bytes`, and no log line per request.
+    A subclass adds ``do_GET`` and ``do_POST``."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S
+    max_body_bytes = MAX_BODY_BYTES  # a request body larger than this is answered 413 unread
+    size_format = ""  # format spec of the byte counts in a 413 answer ("," groups thousands)
+    routes = ""  # what the server answers, said to a client that sends another method
+    server: JSONServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise here
+        pass
+
+    def _route(self) -> str:
+        return self.path.split("?")[0].rstrip("/")
+
+    def _reply(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:  # the client is gone: nothing to answer
+            self.close_connection = True
+
+    def _error(self, status: int, message: str, kind: str = "") -> None:
+        self.server.count("rejected" if status < 500 else "failed")
+        kind = kind or ("not_found" if status == 404 else "invalid_request_error")
+        self._reply(status, {"error": {"message": message, "type": kind, "code": status}})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's answers to malformed HTTP, as JSON; an unknown method is the client's error."""
+        client_errors = {HTTPStatus.NOT_IMPLEMENTED: 405, HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: 400}
+        code = client_errors.get(code, code)
+        if self.request_version == "HTTP/0.9":  # a garbled request line: still answer with a status line
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        self._error(int(code), message or HTTPStatus(code).phrase)
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed or reset its connection (data it sent ahead is not a hang-up)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _method_not_allowed(self) -> None:
+        self.close_connection = True
+        self._error(405, f"{self.command} is not supported: {self.routes}")
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise RequestError("send the body with a Content-Length header, not chunked", 411)
+        if self.headers.get("Content-Length") is None:
+            self.close_connection = True  # a body sent without a length cannot be skipped
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise RequestError(f"bad Content-Length {self.headers.get('Content-Length')!r}") from None
+        if length > self.max_body_bytes:
+            self.close_connection = True
+            size, limit = format(length, self.size_format), format(self.max_body_bytes, self.size_format)
+            raise RequestError(f"the request body is {size} bytes; at most {limit} are read", 413)
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            self.close_connection = True
+            raise RequestError(f"the request body ended after {len(data)} of {length} bytes")
+        return data
+
+    def _body(self) -> Any:
+        data = self._read_body()
+        if not data.strip():
+            raise RequestError("the request body is empty: send a JSON object")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            message = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+            raise RequestError(f"the request body is not JSON ({message})") from None
+
+    def _parse_post(self, route: str, parse: Callable[[Any], Any], no_route: str) -> Any:
+        """`parse` of the JSON body of this POST, or None once answered: ``404`` (`no_route`, the body read)
+        when it is not to `route`, the `RequestError` `parse` or the body reading raises, ``500`` for any
+        other error; a client that stops sending its body or hangs up is left unanswered."""
+        try:
+            if self._route() != route:
+                self._read_body()
+                raise RequestError(no_route, 404)
+            return parse(self._body())
+        except RequestError as exc:
+            self._error(exc.status, str(exc))
+        except (TimeoutError, OSError):  # the client stopped sending its body or hung up
+            self.close_connection = True
+        except Exception as exc:  # the server must answer, whatever went wrong
+            self.close_connection = True
+            self._error(500, f"{type(exc).__name__}: {exc}", "server_error")
+        return None
+
+    def _answer(self, payload: Callable[[], dict[str, Any]], failure: str = "") -> None:
+        """Reply ``200`` with `payload()` (a completed request), or ``500`` (`failure` and the error) when
+        it raises."""
+        try:
+            answer = payload()
+        except Exception as exc:  # the server must answer, whatever went wrong
+            self._error(500, f"{failure}{type(exc).__name__}: {exc}", "server_error")
+            return
+        self.server.count("completed")
+        self._reply(200, answer)
 
 
 def make_server(
@@ -432,52 +566,15 @@ def make_server(
     limits = model_limits(backend, max_batch_tokens)
     batcher = Batcher(backend, max_batch=max_batch, max_batch_tokens=limits.max_tokens)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = SOCKET_TIMEOUT_S
+    def parse(body: Any) -> tuple[Any, list[list[int]], SamplingParams]:
+        return (body, *parse_request(body, backend.tokenizer, limits))
+
+    class Handler(JSONHandler):
+        routes = "GET /v1/models, /health; POST /v1/completions"
         server: CompletionServer
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: one line per request is noise here
-            pass
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if self.close_connection:
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(data)
-                self.wfile.flush()
-            except OSError:  # the client is gone: nothing to answer
-                self.close_connection = True
-
-        def _error(self, status: int, message: str, kind: str = "") -> None:
-            self.server.count("rejected" if status < 500 else "failed")
-            kind = kind or ("not_found" if status == 404 else "invalid_request_error")
-            self._reply(status, {"error": {"message": message, "type": kind, "code": status}})
-
-        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            """The stdlib's answers to malformed HTTP, as JSON; an unknown method is the client's error."""
-            client_errors = {HTTPStatus.NOT_IMPLEMENTED: 405, HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: 400}
-            code = client_errors.get(code, code)
-            if self.request_version == "HTTP/0.9":  # a garbled request line: still answer with a status line
-                self.request_version = "HTTP/1.0"
-            self.close_connection = True
-            self._error(int(code), message or HTTPStatus(code).phrase)
-
-        def _client_gone(self) -> bool:
-            """Whether the client closed or reset its connection (data it sent ahead is not a hang-up)."""
-            try:
-                readable, _, _ = select.select([self.connection], [], [], 0)
-                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
-            except (OSError, ValueError):
-                return True
-
         def do_GET(self) -> None:
-            route = self.path.split("?")[0].rstrip("/")
+            route = self._route()
             if route == "/v1/models":
                 self._reply(200, {"object": "list", "data": [{"id": model_name, "object": "model"}]})
             elif route == "/health":
@@ -491,65 +588,11 @@ def make_server(
             else:
                 self._error(404, f"no route {self.path}")
 
-        def _method_not_allowed(self) -> None:
-            self.close_connection = True
-            self._error(
-                405, f"{self.command} is not supported: GET /v1/models, /health; POST /v1/completions"
-            )
-
-        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
-
-        def _read_body(self) -> bytes:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                self.close_connection = True
-                raise RequestError("send the body with a Content-Length header, not chunked", 411)
-            if self.headers.get("Content-Length") is None:
-                self.close_connection = True  # a body sent without a length cannot be skipped
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                self.close_connection = True
-                raise RequestError(f"bad Content-Length {self.headers.get('Content-Length')!r}") from None
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                raise RequestError(
-                    f"the request body is {length} bytes; at most {MAX_BODY_BYTES} are read", 413
-                )
-            data = self.rfile.read(length) if length else b""
-            if len(data) < length:
-                self.close_connection = True
-                raise RequestError(f"the request body ended after {len(data)} of {length} bytes")
-            return data
-
-        def _body(self) -> Any:
-            data = self._read_body()
-            if not data.strip():
-                raise RequestError("the request body is empty: send a JSON object")
-            try:
-                return json.loads(data)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                message = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
-                raise RequestError(f"the request body is not JSON ({message})") from None
-
         def do_POST(self) -> None:
-            try:
-                if self.path.split("?")[0].rstrip("/") != "/v1/completions":
-                    self._read_body()
-                    raise RequestError(f"no route {self.path}", 404)
-                body = self._body()
-                rows, params = parse_request(body, backend.tokenizer, limits)
-            except RequestError as exc:
-                self._error(exc.status, str(exc))
+            parsed = self._parse_post("/v1/completions", parse, f"no route {self.path}")
+            if parsed is None:
                 return
-            except (TimeoutError, OSError):  # the client stopped sending its body or hung up
-                self.close_connection = True
-                return
-            except Exception as exc:  # the server must answer, whatever went wrong
-                self.close_connection = True
-                self._error(500, f"{type(exc).__name__}: {exc}", "server_error")
-                return
+            body, rows, params = parsed
             job = batcher.enqueue(rows, params)
             while not job.done.wait(POLL_S):
                 if self._client_gone():  # nobody will read the answer: stop the work it would cost
@@ -562,12 +605,6 @@ def make_server(
                 print(f"memtrain serve: generation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 self._error(500, f"generation failed: {type(exc).__name__}: {exc}", "server_error")
                 return
-            try:
-                payload = completion_response(body, job.result or [], backend.tokenizer, model_name)
-            except Exception as exc:  # the server must answer, whatever went wrong
-                self._error(500, f"{type(exc).__name__}: {exc}", "server_error")
-                return
-            self.server.count("completed")
-            self._reply(200, payload)
+            self._answer(lambda: completion_response(body, job.result or [], backend.tokenizer, model_name))
 
     return CompletionServer((host, port), Handler, batcher, limits, debug)

@@ -41,12 +41,12 @@ from ..io import write_json_atomic
 from ..tasks.base import get_task
 from . import checkpoints, grpo
 from .agent import AgentConfig, report_calls
-from .backends import SamplingParams, stop_token_ids
+from .backends import stop_token_ids
 from .backends.transformers import TransformersBackend
-from .backends.vllm import VLLMBackend
+from .backends.trl_vllm import TRLvLLMBackend
 from .config import TrainConfig
 from .rewards import boxed_reward
-from .types import Generation, Trajectory
+from .types import Trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -134,50 +134,6 @@ class SampledBatch:
         return [row for episode in self.episodes for row in episode.rows]
 
 
-class _TRLvLLMBackend:
-    """Samples with the vLLM engine TRL owns, so that TRL's weight sync reaches the model that samples.
-
-    Colocate mode calls the engine of this process; server mode posts to `trl vllm-serve` (each process its
-    own requests). Each prompt gets its own seed: the G1 copies of a prompt in one call must not sample alike.
-    """
-
-    name = "vllm"
-
-    def __init__(self, vllm_generation: Any, tokenizer: Any, base_url: str | None, stop_ids: Sequence[int]):
-        self.vllm = vllm_generation
-        self.tokenizer = tokenizer
-        self.base_url = base_url
-        self.stop_ids = set(stop_ids)
-        self._client = getattr(vllm_generation, "vllm_client", None)
-
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Generation]:
-        if self.vllm.mode == "colocate":
-            return VLLMBackend(self.vllm.llm, self.tokenizer).generate(prompts, params)
-        ids, logprobs, reasons = self._generate_server(prompts, params)
-        return [
-            Generation(list(p), list(c), list(lp), self.tokenizer.decode(c, skip_special_tokens=True), r)
-            for p, c, lp, r in zip(prompts, ids, logprobs, reasons, strict=True)
-        ]
-
-    def _generate_server(self, prompts, params):
-        if self._client is None:  # TRL connects the main process only; the others just need HTTP
-            from trl.generation.vllm_client import VLLMClient
-
-            self._client = VLLMClient(base_url=self.base_url)
-        out = self._client.generate(
-            prompts=[list(p) for p in prompts],
-            n=1,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_new_tokens,
-            logprobs=0,
-        )
-        logprobs = [[float("nan") if t[0] is None else t[0] for t in seq] for seq in out["logprobs"]]
-        # The client does not pass on vLLM's finish reasons; a completion ends with a stop token or was cut.
-        reasons = ["stop" if c and c[-1] in self.stop_ids else "length" for c in out["completion_ids"]]
-        return out["completion_ids"], logprobs, reasons
-
-
 class MemTrainer(GRPOTrainer):
     """Joint GRPO on the memory agent (docs/method.md §5). Each dataset row is an episode of the config's task
     (``memtrain.tasks``), which also rolls it out.
@@ -253,9 +209,7 @@ class MemTrainer(GRPOTrainer):
                     f"http://{self.args.vllm_server_host}:{self.args.vllm_server_port}"
                 )
                 stop_ids = stop_token_ids(self.model.generation_config, self._tokenizer)
-                self._vllm_backend = _TRLvLLMBackend(
-                    self.vllm_generation, self._tokenizer, base_url, stop_ids
-                )
+                self._vllm_backend = TRLvLLMBackend(self.vllm_generation, self._tokenizer, base_url, stop_ids)
             yield self._vllm_backend
             return
         with unwrap_model_for_generation(
@@ -580,45 +534,58 @@ class MemTrainer(GRPOTrainer):
 
     # --- metrics --------------------------------------------------------------------------------------------
 
+    def _over_processes(self, local: dict[str, float], longest: tuple[str, ...] = ()) -> dict[str, float]:
+        """`local` figures summed over all processes (those named in `longest`: their maximum), by name."""
+        names = list(local)
+        values = torch.tensor(
+            [[float(local[n]) for n in names]], dtype=torch.float64, device=self.accelerator.device
+        )
+        gathered = self.accelerator.gather(values)
+        sums, maxima = gathered.sum(dim=0).tolist(), gathered.max(dim=0).values.tolist()
+        return {n: (maxima[i] if n in longest else sums[i]) for i, n in enumerate(names)}
+
     def _log_batch(self, batch: SampledBatch, rows: list[grpo.Row], skipped_updates: int = 0) -> None:
         recall_rewards = [r for t in batch.trajectories if t.recall is not None for r in t.recall.rewards]
+        gold = [t.gold_logprob for t in batch.trajectories if t.gold_logprob is not None]
         real = [r for r in rows if r.weight > 0]
-        local = [
-            sum(batch.rewards), len(batch.rewards), sum(t.em for t in batch.trajectories),
-            sum(recall_rewards), len(recall_rewards),
-            batch.counts.e2e, batch.counts.e2e_dropped, batch.counts.recall, batch.counts.recall_dropped,
-            len(real), len(rows) - len(real), sum(r.num_tokens for r in real),
-            sum(len(r.completion_ids) for r in real),
-            batch.rollout_tokens, batch.rollout_seconds, batch.rounds,
-            sum(t.gold_logprob for t in batch.trajectories if t.gold_logprob is not None),
-            sum(1 for t in batch.trajectories if t.gold_logprob is not None),
-        ]  # fmt: skip
-        device = self.accelerator.device
-        totals = self.accelerator.gather(torch.tensor([local], dtype=torch.float64, device=device))
-        seconds = totals[:, 14].max().item()
-        (reward, n, em, recall, n_recall, e2e, e2e_drop, rec, rec_drop, real_rows, pad_rows, tokens,
-         completion_tokens, rollout_tokens, _, rounds, gold, n_gold) = totals.sum(dim=0).tolist()  # fmt: skip
+        totals = self._over_processes(
+            {
+                "reward": sum(batch.rewards), "trajectories": len(batch.rewards),
+                "em": sum(t.em for t in batch.trajectories),
+                "recall": sum(recall_rewards), "recall_samples": len(recall_rewards),
+                "gold": sum(gold), "gold_scored": len(gold),
+                "e2e": batch.counts.e2e, "e2e_dropped": batch.counts.e2e_dropped,
+                "recall_groups": batch.counts.recall, "recall_dropped": batch.counts.recall_dropped,
+                "real_rows": len(real), "padding_rows": len(rows) - len(real),
+                "tokens": sum(r.num_tokens for r in real),
+                "completion_tokens": sum(len(r.completion_ids) for r in real),
+                "rollout_tokens": batch.rollout_tokens, "rollout_seconds": batch.rollout_seconds,
+                "rounds": batch.rounds,
+            },
+            longest=("rollout_seconds",),
+        )  # fmt: skip
+        n, seconds, real_rows = max(totals["trajectories"], 1), totals["rollout_seconds"], totals["real_rows"]
         metrics = self._metrics["train" if self.model.training else "eval"]
-        metrics["reward"].append(reward / max(n, 1))
-        metrics["em"].append(em / max(n, 1))
-        if n_recall:
-            metrics["recall_em"].append(recall / n_recall)
-        if n_gold:  # scored for the dense reward
-            metrics["gold_logprob"].append(gold / n_gold)
-        metrics["groups/e2e_dropped"].append(e2e_drop)
-        metrics["groups/e2e"].append(e2e)
-        metrics["groups/recall_dropped"].append(rec_drop)
-        metrics["groups/recall"].append(rec)
-        metrics["sampling_rounds"].append(rounds / self.accelerator.num_processes)
+        metrics["reward"].append(totals["reward"] / n)
+        metrics["em"].append(totals["em"] / n)
+        if totals["recall_samples"]:
+            metrics["recall_em"].append(totals["recall"] / totals["recall_samples"])
+        if totals["gold_scored"]:  # scored for the dense reward
+            metrics["gold_logprob"].append(totals["gold"] / totals["gold_scored"])
+        metrics["groups/e2e_dropped"].append(totals["e2e_dropped"])
+        metrics["groups/e2e"].append(totals["e2e"])
+        metrics["groups/recall_dropped"].append(totals["recall_dropped"])
+        metrics["groups/recall"].append(totals["recall_groups"])
+        metrics["sampling_rounds"].append(totals["rounds"] / self.accelerator.num_processes)
         metrics["rows"].append(real_rows)
-        metrics["rows/padding"].append(pad_rows)
+        metrics["rows/padding"].append(totals["padding_rows"])
         metrics["updates"].append(self.updates_per_step - skipped_updates)
         metrics["updates/skipped"].append(skipped_updates)
-        metrics["completions/mean_length"].append(completion_tokens / max(real_rows, 1))
+        metrics["completions/mean_length"].append(totals["completion_tokens"] / max(real_rows, 1))
         metrics["rollout/seconds"].append(seconds)
-        metrics["rollout/tokens_per_second"].append(rollout_tokens / seconds if seconds else 0.0)
+        metrics["rollout/tokens_per_second"].append(totals["rollout_tokens"] / seconds if seconds else 0.0)
         if self.model.training:
-            self.state.num_input_tokens_seen += int(tokens)
+            self.state.num_input_tokens_seen += int(totals["tokens"])
         metrics["num_tokens"] = [self.state.num_input_tokens_seen]
 
     # --- checkpoints ----------------------------------------------------------------------------------------

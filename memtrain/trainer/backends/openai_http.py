@@ -20,7 +20,7 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -52,6 +52,56 @@ def _error_message(body: bytes) -> str:
     except (ValueError, KeyError, TypeError):
         return " ".join(text.split())[:300]
     return str(message)
+
+
+def request_json(
+    url: str,
+    data: bytes | None,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+    timeout_s: float,
+    retries: int,
+    backoff_s: float,
+    retry_status: Collection[int] = (),
+    server: str = "the server",
+) -> Any:
+    """The parsed JSON answer to a `method` request of `url` with JSON body `data`.
+
+    A connection the server drops before answering, and an HTTP status in `retry_status`, is tried again
+    `retries` times, waiting ``backoff_s * 2**attempt`` (with jitter) in between; a refused connection, a
+    timeout, another HTTP error or an answer that is not JSON is a one-line `MemtrainError` (naming `server`).
+    """
+    for attempt in range(retries + 1):
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        for key, value in (headers or {}).items():
+            request.add_header(key, value)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                answer = response.read()
+            break
+        except urllib.error.HTTPError as exc:
+            message = f"{url}: HTTP {exc.code}: {_error_message(exc.read())}"
+            if exc.code not in retry_status or attempt == retries:
+                raise MemtrainError(message) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):
+                raise MemtrainError(f"{url}: no answer within {timeout_s:g} s") from None
+            if not _dropped(exc):
+                raise MemtrainError(f"{url}: cannot reach {server} ({reason})") from None
+            if attempt == retries:
+                raise MemtrainError(
+                    f"{url}: cannot reach {server}: the connection was dropped "
+                    f"{attempt + 1} times ({type(reason).__name__}: {reason})"
+                ) from None
+        # full jitter: concurrent clients turned away together do not all come back together
+        time.sleep(backoff_s * 2**attempt * random.uniform(0.5, 1.0))
+    try:
+        return json.loads(answer)
+    except ValueError:
+        raise MemtrainError(f"{url}: the server answered something that is not JSON") from None
 
 
 class OpenAIBackend:
@@ -99,36 +149,16 @@ class OpenAIBackend:
         return backend
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
         url = self.base_url + path
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(url, data=data, method=method)
-            request.add_header("Content-Type", "application/json")
-            if self.api_key:
-                request.add_header("Authorization", f"Bearer {self.api_key}")
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    answer = response.read()
-                break
-            except urllib.error.HTTPError as exc:
-                raise MemtrainError(f"{url}: HTTP {exc.code}: {_error_message(exc.read())}") from None
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                if isinstance(reason, TimeoutError):
-                    raise MemtrainError(f"{url}: no answer within {self.timeout_s:g} s") from None
-                if not _dropped(exc):
-                    raise MemtrainError(f"{url}: cannot reach the server ({reason})") from None
-                if attempt == self.retries:
-                    raise MemtrainError(
-                        f"{url}: cannot reach the server: the connection was dropped "
-                        f"{attempt + 1} times ({type(reason).__name__}: {reason})"
-                    ) from None
-                # full jitter: concurrent clients reset together do not all come back together
-                time.sleep(self.backoff_s * 2**attempt * random.uniform(0.5, 1.0))
-        try:
-            payload = json.loads(answer)
-        except ValueError:
-            raise MemtrainError(f"{url}: the server answered something that is not JSON") from None
+        payload = request_json(
+            url,
+            json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {},
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+        )
         if not isinstance(payload, dict):
             raise MemtrainError(f"{url}: the server answered JSON that is not an object")
         return payload
