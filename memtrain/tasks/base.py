@@ -26,6 +26,7 @@ This module imports nothing heavy; the corpus, the instance builder and the agen
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -68,7 +69,7 @@ def row_problem(row: Mapping[str, Any], default: str | None) -> str:
     return str(problem)
 
 
-class Task:
+class Task(ABC):
     """One task; see the module docstring. Subclasses set the class attributes and `training_corpus`."""
 
     name: ClassVar[str]
@@ -89,9 +90,9 @@ class Task:
         """`prediction` (the last ``\\boxed{}``, None when there was none) against the gold answers."""
         return rewards.METRICS[metric or self.answer_metric](prediction, gold)
 
+    @abstractmethod
     def schema(self) -> pa.Schema:
         """The Arrow types of :attr:`columns` (the training stream's features)."""
-        raise NotImplementedError
 
     def check(self, config: TrainConfig) -> None:
         """ConfigError for a training config this task cannot run; reads no data, loads no model."""
@@ -100,11 +101,11 @@ class Task:
                 f"recall: the {self.name} task has no entity spans for the recall probe; set recall: false"
             )
 
+    @abstractmethod
     def training_corpus(self, config: TrainConfig, tokenizer: str) -> CorpusVersion:
         """The corpus version training streams its episodes from (built first when the task builds data).
 
         `tokenizer` names the trained model's tokenizer (token counts and chunks of built data)."""
-        raise NotImplementedError
 
     def rollout(
         self, episodes: Sequence[Mapping[str, Any]], backend: Any, config: Any, **kwargs

@@ -313,11 +313,10 @@ def rollout(
     return trajectories
 
 
-def answer_ids(tokenizer: Any, answer: str) -> tuple[list[int], list[int]]:
-    """An answer as the answer turn writes it, ``\\boxed{answer}``, as (prefix ids, answer ids): the prefix
-    ``\\boxed{`` is the format, the answer ids (answer and closing brace) are what is scored."""
-    prefix = tokenizer.encode("\\boxed{", add_special_tokens=False)
-    return prefix, tokenizer.encode(f"{answer}}}", add_special_tokens=False)
+def answer_ids(tokenizer: Any, answer: str) -> list[int]:
+    """The ids that are scored of an answer written as the answer turn writes it, ``\\boxed{answer}``: the
+    answer and its closing brace (the ``\\boxed{`` before them is the format, given, not scored)."""
+    return tokenizer.encode(f"{answer}}}", add_special_tokens=False)
 
 
 def score_gold_answers(
@@ -330,26 +329,23 @@ def score_gold_answers(
     """Fill ``gold_logprob`` (best gold alias, mean log-prob per answer token after the answer prompt on the
     final memory) and each probe's ``target_logprob`` (after its recall prompt), in one scoring call."""
     tokenizer = backend.tokenizer
-    prompts_, completions, owners_of = [], [], []  # owners_of: (trajectory index, "gold" | "target", prefix)
+    prefix = tokenizer.encode("\\boxed{", add_special_tokens=False)
+    prompts_, completions, owners_of = [], [], []  # owners_of: (trajectory index, "gold" | "target")
     for i, (trajectory, ep) in enumerate(zip(trajectories, owners, strict=True)):
         prompt = builder.answer(ep.problem, final_memories[i])
         for answer in trajectory.answers or [trajectory.answer]:
-            prefix, ids = answer_ids(tokenizer, answer)
             prompts_.append(prompt)
-            completions.append(prefix + ids)
-            owners_of.append((i, "gold", len(prefix)))
+            completions.append(prefix + answer_ids(tokenizer, answer))
+            owners_of.append((i, "gold"))
         probe = trajectory.recall
         if probe is not None:
-            prefix, ids = answer_ids(tokenizer, probe.target)
             prompts_.append(builder.recall(trajectory.memories[probe.step], probe.section))
-            completions.append(prefix + ids)
-            owners_of.append((i, "target", len(prefix)))
+            completions.append(prefix + answer_ids(tokenizer, probe.target))
+            owners_of.append((i, "target"))
     if not prompts_:
         return
-    for (i, kind, start), logprobs in zip(
-        owners_of, score_completions(backend, prompts_, completions), strict=True
-    ):
-        scored = logprobs[start:]
+    for (i, kind), logprobs in zip(owners_of, score_completions(backend, prompts_, completions), strict=True):
+        scored = logprobs[len(prefix) :]
         value = sum(scored) / max(1, len(scored))
         trajectory = trajectories[i]
         if kind == "target":

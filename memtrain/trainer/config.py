@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..tasks.base import TASKS, get_task
+from .agent import AgentConfig
 from .rewards import METRICS
 
 BACKENDS = ("transformers", "vllm")
@@ -441,8 +442,7 @@ class TrainConfig:
             raise ConfigError(
                 f"corpus_tokenizer must be one of check, recount, ignore, got {self.corpus_tokenizer!r}"
             )
-        if self.max_chunks is not None and self.max_chunks < 1:
-            raise ConfigError(f"max_chunks must be at least 1 (or unset), got {self.max_chunks}")
+        agent_config(self)  # the agent's own checks (max_chunks, …), from its one definition
         if self.update_episodes is not None and (
             self.update_episodes < 1 or self.episodes_per_step % self.update_episodes
         ):
@@ -483,6 +483,32 @@ class TrainConfig:
             raise ConfigError("model: not set")
         if _looks_local(self.model) and not Path(self.model).exists():
             raise ConfigError(f"model: {self.model}: no such file or folder")
+
+
+def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
+    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation): the budgets,
+    groups and sampling of `config`, and its task's problem (for rows without one) and answer metric."""
+    return AgentConfig(
+        problem=get_task(config.task).default_problem or "",
+        answer_metric=config.answer_metric,
+        problem_tokens=config.problem_tokens,
+        chunk_tokens=config.chunk_tokens,
+        memory_tokens=config.memory_tokens,
+        response_tokens=config.response_tokens,
+        group_size=config.eval_samples if evaluation else config.group_size,
+        recall=config.recall,
+        recall_samples=config.eval_samples if evaluation else config.recall_group_size,
+        coupling=config.coupling,
+        recall_weight=config.recall_weight,
+        temperature=config.eval_temperature if evaluation else config.temperature,
+        top_p=config.eval_top_p if evaluation else config.top_p,
+        seed=config.seed,
+        max_chunks=config.max_chunks,
+        # Held-out evaluation always measures the gold log-likelihood where the backend can score it.
+        score_gold=evaluation and config.backend == "transformers",
+        dense_weight=config.dense_weight,
+        dense_recall_weight=config.dense_recall_weight,
+    )
 
 
 def owned_trl_fields() -> set[str]:

@@ -106,6 +106,9 @@ def plot_diagnostics(records: Sequence[Mapping[str, Any]], path: str | os.PathLi
 
 
 def _finish(ax: Any, drawn: bool, ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

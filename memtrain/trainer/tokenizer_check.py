@@ -41,11 +41,9 @@ def corpus_tokenizer(corpus: CorpusVersion) -> str | None:
     return name or corpus.manifest.get("tokenizer")
 
 
-def same_tokenizer(a: str, b: str) -> bool:
-    """Same name, or two tokenizers with the same vocabulary (an asset name and its Hub id, a local copy)."""
-    if a == b:
-        return True
-    first, second = models.load_tokenizer(a), models.load_tokenizer(b)
+def same_vocabulary(first: Any, second: Any) -> bool:
+    """Two loaded tokenizers that split text alike: the same vocabulary and special tokens (an asset name and
+    its Hub id, a local copy)."""
     return first.get_vocab() == second.get_vocab() and first.all_special_tokens == second.all_special_tokens
 
 
@@ -63,7 +61,10 @@ def check_corpus_tokenizer(
     built_with = corpus_tokenizer(corpus)
     if choice == "ignore" or not built_with:
         return None
-    if same_tokenizer(built_with, policy):
+    if built_with == policy:
+        return TokenizerCheck(built_with, policy, same=True)
+    tokenizer: Any = models.load_tokenizer(policy)
+    if same_vocabulary(models.load_tokenizer(built_with), tokenizer):
         return TokenizerCheck(built_with, policy, same=True)
     if choice == "check":
         raise ConfigError(
@@ -72,7 +73,6 @@ def check_corpus_tokenizer(
             f"rebuild it with `memtrain build-corpus ... --tokenizer {policy}`, or set corpus_tokenizer: "
             "recount to train on it anyway"
         )
-    tokenizer: Any = models.load_tokenizer(policy)
     lengths, chunks = [], []
     for episode in corpus.iter_episodes(columns=["text"]):
         text = episode["text"]

@@ -352,7 +352,7 @@ class HeldOutEvaluation(TrainerCallback):
         trainer = self.trainer
         result = evaluate(trainer, self.episodes, trainer.memtrain_config.seed, label, step)
         self.results.append(result)
-        if trainer.accelerator.is_main_process and self.log is not None:
+        if self.log is not None:  # only the main process has one
             self.log.append(step, result.metrics)
         # transformers' own log (TRL's would also flush the training metrics of the step in progress)
         logs = {f"eval_{key}": value for key, value in result.metrics.items()}
@@ -566,11 +566,10 @@ def train(
         for callback in trainer.callback_handler.callbacks:
             if callable(getattr(callback, "stop", None)):  # a live status line (train_console)
                 callback.stop()
+    records = log.read() if log is not None else []
     plot = None
-    if log is not None and log.read():
-        plot = plot_diagnostics(
-            log.read(), output_dir / PLOT, title=f"{output_dir.name}: held-out diagnostics"
-        )
+    if records:
+        plot = plot_diagnostics(records, output_dir / PLOT, title=f"{output_dir.name}: held-out diagnostics")
     return TrainResult(
         output_dir=output_dir,
         steps=steps,

@@ -40,11 +40,11 @@ from ..errors import MemtrainError
 from ..io import write_json_atomic
 from ..tasks.base import get_task
 from . import checkpoints, grpo
-from .agent import AgentConfig, report_calls
+from .agent import report_calls
 from .backends import stop_token_ids
 from .backends.transformers import TransformersBackend
 from .backends.trl_vllm import TRLvLLMBackend
-from .config import TrainConfig
+from .config import TrainConfig, agent_config
 from .rewards import boxed_reward
 from .types import Trajectory
 
@@ -52,32 +52,6 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "memtrain_state.json"
 CONFIG_FILE = "memtrain_config.json"
-
-
-def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
-    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation): the budgets,
-    groups and sampling of `config`, and its task's problem (for rows without one) and answer metric."""
-    return AgentConfig(
-        problem=get_task(config.task).default_problem or "",
-        answer_metric=config.answer_metric,
-        problem_tokens=config.problem_tokens,
-        chunk_tokens=config.chunk_tokens,
-        memory_tokens=config.memory_tokens,
-        response_tokens=config.response_tokens,
-        group_size=config.eval_samples if evaluation else config.group_size,
-        recall=config.recall,
-        recall_samples=config.eval_samples if evaluation else config.recall_group_size,
-        coupling=config.coupling,
-        recall_weight=config.recall_weight,
-        temperature=config.eval_temperature if evaluation else config.temperature,
-        top_p=config.eval_top_p if evaluation else config.top_p,
-        seed=config.seed,
-        # Held-out evaluation always measures the gold log-likelihood where the backend can score it.
-        max_chunks=config.max_chunks,
-        score_gold=evaluation and config.backend == "transformers",
-        dense_weight=config.dense_weight,
-        dense_recall_weight=config.dense_recall_weight,
-    )
 
 
 def group_rows(
@@ -407,19 +381,18 @@ class MemTrainer(GRPOTrainer):
         mask = mask.bool()
         delta = torch.abs(trained - sampled)[mask]
         delta = delta[~torch.isnan(delta)]  # tokens the sampler could not score
-        local = torch.stack(
-            [
-                delta.sum(),
-                delta.new_tensor(delta.numel()),
-                delta.max() if delta.numel() else delta.new_tensor(0.0),
-            ]
+        totals = self._over_processes(
+            {
+                "sum": delta.sum().item(),
+                "count": delta.numel(),
+                "max": delta.max().item() if delta.numel() else 0.0,
+            },
+            longest=("max",),
         )
-        totals = self.accelerator.gather(local[None].to(torch.float64))
         metrics = self._metrics["train" if self.model.training else "eval"]
-        count = totals[:, 1].sum().item()
-        if count:
-            metrics["sampling/logp_difference/mean"].append(totals[:, 0].sum().item() / count)
-            metrics["sampling/logp_difference/max"].append(totals[:, 2].max().item())
+        if totals["count"]:
+            metrics["sampling/logp_difference/mean"].append(totals["sum"] / totals["count"])
+            metrics["sampling/logp_difference/max"].append(totals["max"])
         if is_ratio is not None:
             flat = is_ratio[mask.any(dim=1)].flatten() if is_ratio.size(1) == 1 else is_ratio[mask]
             if flat.numel():
@@ -499,20 +472,22 @@ class MemTrainer(GRPOTrainer):
         old = inputs.get("old_per_token_logps")
         if old is None or self._last_logps is None or not self.model.training:
             return
-        mask = inputs["completion_mask"].bool()
-        ratio = torch.exp(self._last_logps - old)
-        big = torch.finfo(ratio.dtype).max
-        stats = torch.stack(
-            [(ratio * mask).sum(), mask.sum().to(ratio.dtype), ratio.masked_fill(~mask, big).min(),
-             ratio.masked_fill(~mask, -big).max()]
-        )  # fmt: skip
-        gathered = self.accelerator.gather(stats[None]).to(torch.float64)
-        total, count = gathered[:, 0].sum().item(), gathered[:, 1].sum().item()
-        if count:
+        ratio = torch.exp(self._last_logps - old)[inputs["completion_mask"].bool()]
+        totals = self._over_processes(
+            {
+                "total": ratio.sum().item(),
+                "count": ratio.numel(),
+                "min": ratio.min().item() if ratio.numel() else float("inf"),
+                "max": ratio.max().item() if ratio.numel() else -float("inf"),
+            },
+            longest=("max",),
+            smallest=("min",),
+        )
+        if totals["count"]:
             metrics = self._metrics["train"]
-            metrics["ratio/mean"].append(total / count)
-            metrics["ratio/min"].append(gathered[:, 2].min().item())
-            metrics["ratio/max"].append(gathered[:, 3].max().item())
+            metrics["ratio/mean"].append(totals["total"] / totals["count"])
+            metrics["ratio/min"].append(totals["min"])
+            metrics["ratio/max"].append(totals["max"])
 
     # --- updates --------------------------------------------------------------------------------------------
 
@@ -534,15 +509,22 @@ class MemTrainer(GRPOTrainer):
 
     # --- metrics --------------------------------------------------------------------------------------------
 
-    def _over_processes(self, local: dict[str, float], longest: tuple[str, ...] = ()) -> dict[str, float]:
-        """`local` figures summed over all processes (those named in `longest`: their maximum), by name."""
+    def _over_processes(
+        self, local: dict[str, float], longest: tuple[str, ...] = (), smallest: tuple[str, ...] = ()
+    ) -> dict[str, float]:
+        """`local` figures summed over all processes (those in `longest`: their maximum, in `smallest`: their
+        minimum), by name."""
         names = list(local)
         values = torch.tensor(
             [[float(local[n]) for n in names]], dtype=torch.float64, device=self.accelerator.device
         )
         gathered = self.accelerator.gather(values)
         sums, maxima = gathered.sum(dim=0).tolist(), gathered.max(dim=0).values.tolist()
-        return {n: (maxima[i] if n in longest else sums[i]) for i, n in enumerate(names)}
+        minima = gathered.min(dim=0).values.tolist()
+        return {
+            n: maxima[i] if n in longest else minima[i] if n in smallest else sums[i]
+            for i, n in enumerate(names)
+        }
 
     def _log_batch(self, batch: SampledBatch, rows: list[grpo.Row], skipped_updates: int = 0) -> None:
         recall_rewards = [r for t in batch.trajectories if t.recall is not None for r in t.recall.rewards]

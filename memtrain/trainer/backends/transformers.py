@@ -43,6 +43,19 @@ def neutral_generation_config(config: GenerationConfig) -> GenerationConfig:
 
 
 @contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """`model` in eval mode (no dropout) while inside, then back in the mode it was in (a trainer's model
+    samples and is scored between updates)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+@contextmanager
 def neutral_sampling(model: Any) -> Iterator[None]:
     """While inside, `model.generate` fills unset options from a neutral config, not the checkpoint's
     (generate reads the model's generation_config for every option a call leaves unset)."""
@@ -162,16 +175,11 @@ class TransformersBackend:
         """Teacher-forced log p(token | prompt, earlier completion tokens) of every completion token, at
         temperature 1: one forward pass per batch, nothing sampled."""
         scored: list[list[float]] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluation_mode(self.model):
             for start in range(0, len(prompts), self.max_batch_size):
                 batch = list(zip(prompts[start : start + self.max_batch_size],
                                  completions[start : start + self.max_batch_size], strict=True))  # fmt: skip
                 scored.extend(self._score_batch(batch))
-        finally:
-            if was_training:
-                self.model.train()
         return scored
 
     def _score_batch(self, batch: list[tuple[Sequence[int], Sequence[int]]]) -> list[list[float]]:
@@ -282,11 +290,9 @@ class TransformersBackend:
                 "top_p": params.top_p,
                 "top_k": 0,
             }
-        was_training = self.model.training
-        self.model.eval()
         device = input_ids.device
         rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-        with rng, torch.no_grad(), neutral_sampling(self.model):
+        with evaluation_mode(self.model), rng, torch.no_grad(), neutral_sampling(self.model):
             if seed is not None:
                 torch.manual_seed(seed)
             length = width + params.max_new_tokens
@@ -311,8 +317,6 @@ class TransformersBackend:
                 **cache_kwargs,
                 **sampling,
             )
-        if was_training:
-            self.model.train()
         new_tokens = output[:, width:]
         logprobs = recorder.finish(new_tokens).cpu().tolist()
         return [
