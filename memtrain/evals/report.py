@@ -201,9 +201,10 @@ def load_run(run_dir: str | Path) -> Run:
         raise InputError(
             run_dir, "no items.jsonl or items.parquet: nothing has been evaluated in this run yet"
         )
+    cell_key = "dataset" if config.get("task") == "search-qa" else "num_docs"
     for i, record in enumerate(records):
-        if "num_docs" not in record:
-            raise InputError(items, f"record {i + 1} has no num_docs")
+        if cell_key not in record:
+            raise InputError(items, f"record {i + 1} has no {cell_key}")
     stats = dict(config.get("stats") or {})
     if (stats_path := run_dir / "stats.json").is_file():
         try:

@@ -115,6 +115,34 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def stratified_interval(
+    groups: Sequence[Sequence[float]],
+    *,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of the groups' means (an average over datasets): each
+    resample draws every group's values with replacement within that group. Empty groups are left out."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not groups:
+        return float("nan"), float("nan")
+    if resamples < 1 or all(g.size == 1 for g in groups):
+        mean = float(np.mean([g.mean() for g in groups]))
+        return mean, mean
+    rng = np.random.default_rng(seed)
+    means = np.zeros(resamples)
+    for data in groups:
+        for start in range(0, resamples, _BOOTSTRAP_BLOCK):
+            block = min(_BOOTSTRAP_BLOCK, resamples - start)
+            draws = rng.integers(0, data.size, size=(block, data.size))
+            means[start : start + block] += data[draws].mean(axis=1)
+    means /= len(groups)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def per_question(scores: Iterable[Mapping[str, Any]], metric: str) -> dict[str, float]:
     """Each question's `metric` averaged over its samples (the unit the interval resamples)."""
     values: dict[str, list[float]] = defaultdict(list)

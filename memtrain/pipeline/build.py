@@ -8,10 +8,10 @@ Layout under ``OUT/<name>/``::
     .cache/ner-<model>/      NER results by passage id;  .cache/checksums/: source checksums
 
 Per-shard stages (read → clean → passages) run in worker processes, one source shard each (a lone shard has
-its pages cleaned by the workers). The retrieval index is global. NER runs in this process; masking and
-tokenizing episodes, which need only the pivot's entities, run in worker processes meanwhile. A finished
-unit is a file renamed into place, so a rerun after any interruption redoes only what is missing and
-produces byte-identical episodes.
+its pages cleaned by the workers). The retrieval index is global. NER batches and the masking and tokenizing
+of episodes (which need only the pivot's entities) run as tasks in the same workers, local processes or Ray
+tasks; this process writes the NER cache and the shards. A finished unit is a file renamed into place, so a
+rerun after any interruption redoes only what is missing and produces byte-identical episodes.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from . import read
 from .clean import clean_page
 from .config import PRESETS, CorpusConfig
 from .episodes import PassageStore, Plan, Rejection, draw_pivot, entity_spans, mask_episode, plan_episode
-from .executors import InlineExecutor, make_executor, resolve_workers
-from .ner import NerCache, load_ner, run_ner
+from .executors import InlineExecutor, RayExecutor, make_executor, resolve_workers
+from .ner import NerCache, recognise_texts, run_ner, worker_pipeline
 from .passages import passage_text, split_article
 from .progress import Reporter
 from .retrieval import build_retriever, load_retriever
@@ -340,25 +340,32 @@ def mask_batch(
     ]
 
 
+def ner_slots(config: CorpusConfig, executor: Executor) -> int:
+    """How many NER tasks `executor` runs at once: the local workers, or the Ray cluster's CPUs (asked each
+    round, so an autoscaled cluster is used) per `ner_cpus_per_worker`."""
+    if isinstance(executor, RayExecutor):
+        return max(1, executor.cpus() // config.ner_cpus_per_worker)
+    return resolve_workers(config.workers)
+
+
 def recognise_and_assemble(
-    config, plans: list[Plan], store, nlp, cache, executor: Executor, reporter
+    config, plans: list[Plan], store, cache, executor: Executor, reporter
 ) -> tuple[list[dict | Rejection], int, float]:
-    """NER and episode assembly for a round of plans, overlapped.
+    """NER and episode assembly for a round of plans, overlapped, both as tasks on `executor`.
 
     The answer, masking and tokenization need only the pivot's entities: NER runs on the pivots first, then
-    `executor` masks and tokenizes while NER goes on over the other passages, whose entities are needed
-    only for the recall-task spans added at the end. Returns the results in plan order, the words
-    recognised and the seconds spent in NER.
+    the masking tasks are queued ahead of NER over the other passages, whose entities are needed only for
+    the recall-task spans added at the end. Returns the results in plan order, the words recognised and the
+    seconds spent in NER (waiting for it, when it runs in workers).
     """
+    slots = ner_slots(config, executor)
 
     def recognise(passages: list[int]) -> tuple[int, float]:
         start = time.perf_counter()
         items = {store.ids[p]: store.strings[p] for p in passages}
-        words = run_ner(nlp, items, cache, config.ner_batch_size, config.ner_processes, on_progress)
+        on_batch = functools.partial(reporter.advance, "ner")
+        words = run_ner(executor, items, cache, config.ner_model, config.ner_batch_size, slots, on_batch)
         return words, time.perf_counter() - start
-
-    def on_progress(done: int, total: int) -> None:
-        reporter.advance("ner", 1)
 
     def entities(passage: int) -> list[dict]:
         return cache.get(store.ids[passage], store.strings[passage])
@@ -381,9 +388,7 @@ def recognise_and_assemble(
     return results, pivot_words + rest_words, pivot_seconds + rest_seconds
 
 
-def build_episode_shard(
-    config, indices, store, retriever, nlp, cache, executor, reporter
-) -> tuple[list, dict]:
+def build_episode_shard(config, indices, store, retriever, cache, executor, reporter) -> tuple[list, dict]:
     pending = {i: 0 for i in indices}
     episodes: dict[int, dict] = {}
     rejections: collections.Counter = collections.Counter()
@@ -400,9 +405,7 @@ def build_episode_shard(
             )  # fmt: skip
             plans.append(plan)
         valid = [plan for plan in plans if not isinstance(plan, Rejection)]
-        assembled, words, seconds = recognise_and_assemble(
-            config, valid, store, nlp, cache, executor, reporter
-        )
+        assembled, words, seconds = recognise_and_assemble(config, valid, store, cache, executor, reporter)
         ner_words += words
         ner_seconds += seconds
         by_index = {plan.index: result for plan, result in zip(valid, assembled, strict=True)}
@@ -434,10 +437,10 @@ def build_episode_shard(
     return rows, stats
 
 
-def start_assembly_worker(tokenizer_name: str) -> None:
-    # Below NER's priority: NER is the critical path, assembly fills the cores NER leaves idle.
-    os.nice(10)
+def start_episode_worker(tokenizer_name: str, ner_model: str) -> None:
+    """Load once what every NER and masking task of this worker process uses."""
     load_tokenizer(tokenizer_name)
+    worker_pipeline(ner_model)
 
 
 def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, reporter) -> list[Path]:
@@ -452,13 +455,14 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
     reporter.advance("episodes", sum(len(ranges[k]) for k in range(len(ranges)) if k not in todo))
     ner_seconds = 0.0
     if todo:
-        nlp = load_ner(config.ner_model)
         cache = NerCache(cache_dir, config.ner_model, log=reporter.log)
         workers = resolve_workers(config.workers)
-        with make_executor(config.executor, workers, start_assembly_worker, (config.tokenizer,)) as executor:
+        setup = (config.tokenizer, config.ner_model)
+        ray_options = {recognise_texts: {"num_cpus": config.ner_cpus_per_worker}}
+        with make_executor(config.executor, workers, start_episode_worker, setup, ray_options) as executor:
             for k in todo:
                 rows, stats = build_episode_shard(
-                    config, ranges[k], store, retriever, nlp, cache, executor, reporter
+                    config, ranges[k], store, retriever, cache, executor, reporter
                 )
                 ner_seconds += stats["ner_seconds"]
                 cache.flush()

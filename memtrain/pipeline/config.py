@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -68,13 +69,28 @@ class CorpusConfig:
     episodes_per_shard: int = field(
         default=250, metadata={"help": "Episodes per Parquet shard (and per NER round; bounds memory)."}
     )
-    ner_batch_size: int = field(default=256, metadata={"help": "spaCy nlp.pipe batch size."})
-    ner_processes: int = field(default=1, metadata={"help": "spaCy nlp.pipe n_process."})
+    ner_batch_size: int = field(
+        default=256,
+        metadata={
+            "help": "Passages per NER task and spaCy nlp.pipe batch (fewer when a round has too few passages "
+            "to give every worker one)."
+        },
+    )
+    ner_processes: int | None = field(
+        default=None,
+        metadata={"help": "Deprecated and ignored: NER runs in the `workers` processes (or on Ray)."},
+    )
     workers: int = field(
         default=0,
         metadata={
-            "help": "Worker processes that read and clean pages and mask episodes beside NER (0 = all cores)."
+            "help": "Local worker processes that run spaCy NER, read and clean pages and mask episodes "
+            "(0 = all cores, 1 = everything in this process). Not used on Ray, where the cluster's CPUs "
+            "decide."
         },
+    )
+    ner_cpus_per_worker: int = field(
+        default=1,
+        metadata={"help": "executor 'ray': CPUs Ray reserves for each NER task (one spaCy pipeline each)."},
     )
     executor: str = field(
         default="local",
@@ -92,7 +108,7 @@ class CorpusConfig:
     def __post_init__(self) -> None:
         positive = [
             "num_episodes", "passage_words", "min_tokens", "max_tokens", "chunk_size", "max_pivot_tries",
-            "episodes_per_shard", "ner_batch_size", "ner_processes", "streams_per_shard",
+            "episodes_per_shard", "ner_batch_size", "ner_cpus_per_worker", "streams_per_shard",
             "min_mask_occurrences",
         ]  # fmt: skip
         for key in positive:
@@ -101,6 +117,13 @@ class CorpusConfig:
         for key in ("num_related", "num_random", "workers", "seed"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+        if self.ner_processes is not None:
+            warnings.warn(
+                "ner_processes is deprecated and ignored: NER now runs in the `workers` processes "
+                "(set workers: N instead; on Ray, the cluster's CPUs); drop the key",
+                FutureWarning,
+                stacklevel=3,
+            )
         if self.min_tokens > self.max_tokens:
             raise ConfigError(f"min_tokens ({self.min_tokens}) is larger than max_tokens ({self.max_tokens})")
         if not self.ner_labels:
@@ -119,7 +142,8 @@ class CorpusConfig:
 
     # Fields that change how the build runs, not what it produces: they do not make a new version.
     RUNTIME_FIELDS = (
-        "workers", "executor", "ner_batch_size", "ner_processes", "episodes_per_shard", "streams_per_shard",
+        "workers", "executor", "ner_batch_size", "ner_processes", "ner_cpus_per_worker", "episodes_per_shard",
+        "streams_per_shard",
     )  # fmt: skip
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from ..errors import ConfigError
 
 EXECUTORS = ("local", "ray")
+TASK_RETRIES = 3  # Ray runs a task again this often when its worker dies (a Python error is not retried)
 
 
 class InlineExecutor(Executor):
@@ -26,14 +28,25 @@ class InlineExecutor(Executor):
         return future
 
 
+class ProcessPool(ProcessPoolExecutor):
+    """A process pool that, when its `with` block fails, drops the tasks not started yet instead of running
+    them all first (a build queues a round's NER batches at once)."""
+
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
+
+
 class RayExecutor(Executor):
     """Each task is a Ray task, so a build uses a cluster's CPUs rather than this machine's.
 
-    `ray.init()` joins the cluster that `RAY_ADDRESS` names, or starts a local one. Tasks read the source
-    and write their outputs by path: on a cluster, the source and OUT must be on storage every node sees.
+    `ray.init()` joins the cluster that `RAY_ADDRESS` names (or one `ray start` runs on this machine), or
+    starts a local one. Tasks read the source and write their outputs by path: on a cluster, the source and
+    OUT must be on storage every node sees. A task whose worker dies is run again (`TASK_RETRIES`), so its
+    result arrives once; `task_options` gives Ray options (e.g. ``num_cpus``) to the tasks of a function.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, task_options: dict[Callable, dict] | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -42,13 +55,19 @@ class RayExecutor(Executor):
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             ray.init(log_to_driver=False)
-        self._task = ray.remote(_call)
+        self._task = ray.remote(max_retries=TASK_RETRIES)(_call)
+        self._task_options = task_options or {}
         self._refs: list = []
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        ref = self._task.options(name=getattr(fn, "__name__", "task")).remote(fn, *args, **kwargs)
+        options = {"name": getattr(fn, "__name__", "task"), **self._task_options.get(fn, {})}
+        ref = self._task.options(**options).remote(fn, *args, **kwargs)
         self._refs.append(ref)
         return ref.future()
+
+    def cpus(self) -> int:
+        """The cluster's CPUs at this moment (an autoscaling cluster may have more later)."""
+        return int(self._ray.cluster_resources().get("CPU", 1))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures or not wait:
@@ -69,18 +88,21 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def make_executor(kind: str, workers: int, initializer=None, initargs=()) -> Executor:
+def make_executor(
+    kind: str, workers: int, initializer=None, initargs=(), task_options: dict[Callable, dict] | None = None
+) -> Executor:
     """`local`: `workers` spawned processes, each set up by `initializer(*initargs)`, or this process when
-    `workers` is 1 (no set-up: it is not a worker). `ray`: Ray tasks; `workers` and the set-up, which tunes
-    local processes, do not apply (Ray sizes its pool to the cluster)."""
+    `workers` is 1 (no set-up: it is not a worker). `ray`: Ray tasks with `task_options` per function;
+    `workers` and the set-up, which tunes local processes, do not apply (Ray sizes its pool to the cluster,
+    and a task loads what it needs on its worker's first use)."""
     if kind == "ray":
-        return RayExecutor()
+        return RayExecutor(task_options)
     if kind != "local":
         raise ConfigError(f"executor {kind!r} is unknown; available: {', '.join(EXECUTORS)}")
     if workers <= 1:
         return InlineExecutor()
     # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy in a bad state
-    pool = ProcessPoolExecutor(
+    pool = ProcessPool(
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs
     )
     for _ in range(workers):  # start the workers now, so their imports overlap with the caller's work

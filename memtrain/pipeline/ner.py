@@ -1,13 +1,17 @@
-"""spaCy NER over passages, cached by passage id so reruns and new versions never redo it."""
+"""spaCy NER over passages, in batches on any executor, cached by passage id so reruns and new versions
+never redo it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import re
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pyarrow as pa
@@ -154,27 +158,57 @@ class NerCache:
         self.unsaved = []
 
 
+def entity_list(doc) -> list[dict]:
+    """A spaCy doc's entities as the cache stores them: character offsets and label."""
+    return [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents]
+
+
+@functools.cache
+def worker_pipeline(name: str):
+    """This process's copy of pipeline `name`, loaded on first use and kept: a worker loads it once (in its
+    initializer, or on its first batch under Ray), not once per batch."""
+    return load_ner(name)
+
+
+def recognise_texts(model: str, texts: list[str], batch_size: int) -> list[list[dict]]:
+    """The entities of each of `texts`, in order: one NER batch, run in a worker (or in this process)."""
+    docs = worker_pipeline(model).pipe(texts, batch_size=batch_size)
+    return [entity_list(doc) for doc in docs]
+
+
+def ner_batches(ids: list[str], slots: int, max_size: int) -> list[list[str]]:
+    """`ids` in order, cut into batches of at most `max_size`, smaller when that leaves one of `slots`
+    parallel workers without a batch. The cut depends only on its arguments; it never changes a passage's
+    entities (spaCy's NER reads each document on its own), only how the work spreads."""
+    size = max(1, min(max_size, math.ceil(len(ids) / slots)))
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def run_ner(
-    nlp,
+    executor: Executor,
     items: dict[str, str],
     cache: NerCache,
+    model: str,
     batch_size: int,
-    n_process: int = 1,
-    on_progress: Callable[[int, int], None] | None = None,
+    slots: int = 1,
+    on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Recognise the passages not cached yet, in the order of `items`; returns the number of words processed.
+    """Recognise the passages of `items` not cached yet, as `ner_batches` on `executor`; returns the words
+    processed.
 
-    Each result is in the cache as soon as its passage is done (on disk at the cache's next flush);
-    `on_progress(done, total)` follows every one.
+    Workers only return entity lists; this process puts them into the cache, batch by batch in the order
+    of `items`, so the cache's parts do not depend on which worker finished first. Results are keyed by
+    passage id: a batch that a failed worker ran again cannot add a passage twice. `on_batch(n)` follows
+    each batch of `n` passages.
     """
     todo = cache.missing(items)
+    batches = ner_batches(list(todo), slots, batch_size)
+    futures = [executor.submit(recognise_texts, model, [todo[p] for p in b], batch_size) for b in batches]
     words = 0
-    docs = nlp.pipe(todo.values(), batch_size=batch_size, n_process=n_process)
-    for done, (pid, text, doc) in enumerate(zip(todo, todo.values(), docs, strict=True), 1):
-        cache.put(
-            pid, text, [{"start": e.start_char, "end": e.end_char, "label": e.label_} for e in doc.ents]
-        )
-        words += len(text.split())
-        if on_progress:
-            on_progress(done, len(todo))
+    for batch, future in zip(batches, futures, strict=True):
+        for pid, entities in zip(batch, future.result(), strict=True):
+            cache.put(pid, todo[pid], entities)
+            words += len(todo[pid].split())
+        if on_batch:
+            on_batch(len(batch))
     return words

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 MASKED_ENTITY = "masked-entity"
 HOTPOTQA = "hotpotqa"
+SEARCH_QA = "search-qa"
 
 
 def episode_name(row: Mapping[str, Any]) -> str:
@@ -106,6 +107,11 @@ class Task(ABC):
         """The corpus version training streams its episodes from (built first when the task builds data).
 
         `tokenizer` names the trained model's tokenizer (token counts and chunks of built data)."""
+
+    def configured(self, config: TrainConfig) -> Task:
+        """This task as one training run uses it (a task holding run state, e.g. a retriever, returns a new
+        instance carrying it; the others return themselves)."""
+        return self
 
     def rollout(
         self, episodes: Sequence[Mapping[str, Any]], backend: Any, config: Any, **kwargs
@@ -251,7 +257,123 @@ class HotpotQATask(Task):
             )
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (MaskedEntityTask(), HotpotQATask())}
+class SearchQATask(Task):
+    """MEM1's search QA: `objectives` composed questions per episode, answered by the constant-memory search
+    agent (``memtrain.search.agent``) over a retriever; the reward is EM averaged over the objectives."""
+
+    name = SEARCH_QA
+    description = "search QA: answer composed questions by searching a Wikipedia index, constant memory"
+    columns = ("episode_id", "index", "dataset", "problem", "questions", "golden_answers", "answer")
+    builds_corpus = True
+    train_split = "train"
+
+    def __init__(self, retriever: Any = None, settings: Mapping[str, Any] | None = None) -> None:
+        self.retriever = retriever
+        self.settings = dict(settings or {})
+
+    def schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        from .searchqa import EPISODE_SCHEMA
+
+        return pa.schema([EPISODE_SCHEMA.field(c) for c in self.columns])
+
+    def check(self, config: TrainConfig) -> None:
+        from ..search import qa
+        from ..search.agent import SearchAgentConfig
+
+        super().check(config)
+        if not config.corpus:
+            raise ConfigError(
+                "corpus: not set; give the folder the search-QA training episodes are built in "
+                "(corpus=corpora/search-qa-train), or a version folder of episodes built before"
+            )
+        qa.parse_datasets(config.search_datasets)
+        if config.objectives < 1:
+            raise ConfigError(f"objectives must be at least 1, got {config.objectives}")
+        if config.retriever == "bm25":
+            if not config.collection:
+                raise ConfigError(
+                    "collection: the bm25 retriever needs a passage collection (collection=PATH)"
+                )
+            if not Path(config.collection).exists():
+                raise ConfigError(f"collection: {config.collection}: no such file or folder")
+        elif not config.retriever.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"retriever: {config.retriever!r}; give bm25 or a server URL (http://host:port)"
+            )
+        SearchAgentConfig(**self.agent_settings(config))  # its own checks, one line each
+
+    @staticmethod
+    def agent_settings(config: TrainConfig) -> dict[str, Any]:
+        return {
+            "max_turns": config.max_turns,
+            "observation_tokens": config.observation_tokens,
+            "topk": config.topk,
+            "history": config.history,
+            "prompt_tokens": config.problem_tokens,
+            "response_tokens": config.response_tokens,
+        }
+
+    def training_corpus(self, config: TrainConfig, tokenizer: str) -> CorpusVersion:
+        """A version folder (or `corpus_version`) of episodes built before is used as it is; otherwise the
+        training questions of `search_datasets` (from `data`: a folder, or the Hub) are composed into
+        episodes under `corpus` (reused when identical)."""
+        from ..corpus import is_version_dir, open_corpus
+        from ..evals.searchqa import question_source, source_identity
+        from ..search import qa
+        from . import searchqa
+
+        root = Path(config.corpus)
+        if config.corpus_version is not None or is_version_dir(root):
+            try:
+                corpus = open_corpus(root, config.corpus_version)
+            except MemtrainError as exc:
+                raise ConfigError(f"corpus: {exc}") from None
+            if corpus.manifest.get("kind") != searchqa.KIND:
+                raise ConfigError(f"corpus: {corpus.path} is not a set of search-QA episodes")
+            return corpus
+        datasets = qa.parse_datasets(config.search_datasets)
+        questions, sources = {}, []
+        for name in datasets:
+            source = question_source(config.data, name, datasets)
+            try:
+                questions[name] = qa.load_questions(source, name, split=config.data_split)
+            except MemtrainError as exc:
+                raise ConfigError(f"data: {exc}") from None
+            sources.append(source_identity(source, name, config.data_split))
+        return searchqa.build_episodes(
+            questions, config.objectives, config.instance_seed, root, sources, limit=config.max_questions
+        )
+
+    def configured(self, config: TrainConfig) -> SearchQATask:
+        from ..evals.searchqa import open_retriever_for
+
+        return SearchQATask(
+            open_retriever_for(config.retriever, config.collection), self.agent_settings(config)
+        )
+
+    def rollout(
+        self, episodes: Sequence[Mapping[str, Any]], backend: Any, config: Any, **kwargs
+    ) -> list[Trajectory]:
+        """The search agent's trajectories of `episodes`; `config` (the trainer's agent settings) gives the
+        group size, sampling, seed and response budget, the task's settings the rest."""
+        from ..search.agent import SearchAgentConfig, rollout
+
+        if self.retriever is None:
+            raise MemtrainError("the search-qa task has no retriever; use get_task(...).configured(config)")
+        agent = SearchAgentConfig(
+            **{**self.settings, "response_tokens": config.response_tokens},
+            group_size=config.group_size,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=config.seed,
+        )
+        kwargs.pop("templates", None)
+        return rollout(episodes, backend, agent, self.retriever, **kwargs)
+
+
+TASKS: dict[str, Task] = {task.name: task for task in (MaskedEntityTask(), HotpotQATask(), SearchQATask())}
 
 
 def get_task(name: str) -> Task:

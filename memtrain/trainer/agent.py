@@ -34,7 +34,7 @@ from . import prompts, rewards
 from .backends import GenerationBackend, SamplingParams, score_completions
 from .chunking import Chunk, PromptBuilder, chunk_document, memory_from_completion
 from .recall import choose_probe, entities_by_chunk
-from .types import RecallProbe, Trajectory, Turn
+from .types import Generation, RecallProbe, Trajectory, Turn
 
 PAPER_CALL_TOKENS = 8192
 
@@ -204,8 +204,28 @@ def prepare_episode(episode: Mapping[str, Any], tokenizer: Any, config: AgentCon
     )
 
 
-def _call_seed(seed: int, call: int) -> int:
+def call_seed(seed: int, call: int) -> int:
+    """The sampling seed of a rollout's `call`-th backend call (every agent derives its calls' seeds so)."""
     return (seed * 1_000_003 + call * 7_919) % (2**31)
+
+
+def reported_generate(
+    backend: GenerationBackend,
+    prompt_ids: list[list[int]],
+    params: SamplingParams,
+    phase: str,
+    step: int,
+    on_call: Callable[[CallStats], None] | None = None,
+) -> list[Generation]:
+    """One backend call, timed and reported to `on_call` as its :class:`CallStats`."""
+    start = time.perf_counter()
+    generations = backend.generate(prompt_ids, params)
+    if on_call is not None:
+        prompt_tokens = sum(len(p) for p in prompt_ids)
+        completion_tokens = sum(len(g.completion_ids) for g in generations)
+        seconds = time.perf_counter() - start
+        on_call(CallStats(phase, step, len(prompt_ids), prompt_tokens, completion_tokens, seconds))
+    return generations
 
 
 def rollout(
@@ -244,20 +264,8 @@ def rollout(
     memory = [config.initial_memory] * len(trajectories)
 
     def call(phase: str, step: int, prompt_ids: list[list[int]]):
-        start = time.perf_counter()
-        generations = backend.generate(prompt_ids, config.sampling_params(_call_seed(seed, step)))
-        if on_call is not None:
-            on_call(
-                CallStats(
-                    phase,
-                    step,
-                    len(prompt_ids),
-                    sum(len(p) for p in prompt_ids),
-                    sum(len(g.completion_ids) for g in generations),
-                    time.perf_counter() - start,
-                )
-            )
-        return generations
+        params = config.sampling_params(call_seed(seed, step))
+        return reported_generate(backend, prompt_ids, params, phase, step, on_call)
 
     # Steps 1-3: update turns while chunks remain, then the answer turn; all active trajectories in one call.
     active = list(range(len(trajectories)))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..tasks.base import TASKS, get_task
+from ..tasks.base import SEARCH_QA, TASKS, get_task
 from .agent import AgentConfig
 from .rewards import METRICS
 
@@ -99,6 +99,27 @@ class TrainConfig:
         metadata={"help": "hotpotqa: build instances of the first N questions only (unset: every question)."},
     )
     instance_seed: int = field(default=0, metadata={"help": "hotpotqa: seed of the instance builder."})
+
+    # --- search-qa: the episodes and the search agent (MEM1's recipe) ---
+    search_datasets: list[str] = field(
+        default_factory=lambda: ["nq", "hotpotqa"],
+        metadata={"help": "search-qa: training benchmarks (MEM1: NQ + HotpotQA); questions from `data`."},
+    )
+    objectives: int = field(default=2, metadata={"help": "search-qa: questions per episode (MEM1: 2)."})
+    retriever: str = field(
+        default="bm25", metadata={"help": "search-qa: bm25 (in-process over `collection`) or a server URL."}
+    )
+    collection: str | None = field(
+        default=None, metadata={"help": "search-qa: passages for bm25 (wiki-18 JSONL/Parquet, a corpus)."}
+    )
+    max_turns: int = field(default=6, metadata={"help": "search-qa: turns per trajectory (MEM1: 6)."})
+    observation_tokens: int = field(
+        default=1000, metadata={"help": "search-qa: search results longer than this are cut (MEM1: 1,000)."}
+    )
+    topk: int = field(default=3, metadata={"help": "search-qa: passages per search (MEM1: 3)."})
+    history: str = field(
+        default="constant", metadata={"help": "search-qa: constant (MEM1) or full (every turn kept)."}
+    )
     held_out_episodes: int = field(
         default=0,
         metadata={
@@ -378,6 +399,30 @@ class TrainConfig:
             use_cpu=cpu,
         )
 
+    def _check_budgets(self) -> None:
+        """The token budgets of one call fit `context_tokens` (what a call holds depends on the task)."""
+        if self.task == SEARCH_QA:  # the questions, the last response and its observation, a new response
+            budgets = self.problem_tokens + 2 * self.response_tokens + self.observation_tokens
+            if budgets > self.context_tokens:
+                raise ConfigError(
+                    f"token budgets do not fit: problem_tokens {self.problem_tokens} + 2 × response_tokens "
+                    f"{self.response_tokens} + observation_tokens {self.observation_tokens} = {budgets} > "
+                    f"context_tokens {self.context_tokens}"
+                )
+            return
+        budgets = self.problem_tokens + self.chunk_tokens + self.memory_tokens + self.response_tokens
+        if budgets > self.context_tokens:
+            raise ConfigError(
+                f"token budgets do not fit: problem_tokens {self.problem_tokens} + chunk_tokens "
+                f"{self.chunk_tokens} + memory_tokens {self.memory_tokens} + response_tokens "
+                f"{self.response_tokens} = {budgets} > context_tokens {self.context_tokens}"
+            )
+        if self.memory_tokens > self.response_tokens:
+            raise ConfigError(
+                f"memory_tokens ({self.memory_tokens}) exceeds response_tokens ({self.response_tokens}): a "
+                "memory is a response, so it could never fill its budget"
+            )
+
     def validate(self) -> None:
         """Raise ConfigError for a setting that cannot work; loads no model."""
         task = get_task(self.task)
@@ -396,18 +441,7 @@ class TrainConfig:
         for name in positive + ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        budgets = self.problem_tokens + self.chunk_tokens + self.memory_tokens + self.response_tokens
-        if budgets > self.context_tokens:
-            raise ConfigError(
-                f"token budgets do not fit: problem_tokens {self.problem_tokens} + chunk_tokens "
-                f"{self.chunk_tokens} + memory_tokens {self.memory_tokens} + response_tokens "
-                f"{self.response_tokens} = {budgets} > context_tokens {self.context_tokens}"
-            )
-        if self.memory_tokens > self.response_tokens:
-            raise ConfigError(
-                f"memory_tokens ({self.memory_tokens}) exceeds response_tokens ({self.response_tokens}): a "
-                "memory is a response, so it could never fill its budget"
-            )
+        self._check_budgets()
         if self.recall_weight < 0.0:
             raise ConfigError(f"recall_weight (λ) must be non-negative, got {self.recall_weight}")
         if not (0.0 <= self.epsilon < 1.0 and self.epsilon_high >= 0.0):

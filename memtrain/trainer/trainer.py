@@ -142,7 +142,7 @@ class MemTrainer(GRPOTrainer):
         # Policy updates (optimizer steps) per rollout batch: PPO mini-batches.
         self.updates_per_step = args.steps_per_generation // args.gradient_accumulation_steps
         self.memtrain_config = config
-        self.task = get_task(config.task)
+        self.task = get_task(config.task).configured(config)
         self.agent_config = agent_config(config)
         self.reserve = reserve
         self.reward_fn = reward_fn

@@ -20,7 +20,7 @@ class Generation:
 class Turn:
     """One call of the agent: a memory update, the final answer, or a recall sample."""
 
-    kind: str  # "update" | "answer" | "recall"
+    kind: str  # memory agent: "update" | "answer" | "recall"; search agent: "search" | "answer" | "invalid"
     step: int  # update: chunk index t; answer: number of chunks; recall: k
     generation: Generation
 
@@ -48,11 +48,14 @@ class Trajectory:
     sample: int  # index within the episode's group
     answer: str  # gold
     turns: list[Turn] = field(default_factory=list)  # update turns, then the answer turn
-    memories: list[str] = field(default_factory=list)  # memory after each update turn
-    prediction: str | None = None  # last \boxed{} of the answer turn
+    memories: list[str] = field(default_factory=list)  # memory after each update turn (search agent: state)
+    prediction: str | None = None  # last \boxed{} of the answer turn (search agent: the <answer> text)
     em: float = 0.0
     recall: RecallProbe | None = None
     reward: float = 0.0  # R_E = em + λ·mean(recall.rewards) (λ·0 when coupling is off)
     answers: list[str] = field(default_factory=list)  # every gold alias scored against (answer among them)
     num_chunks: int = 0  # chunks read (update turns)
     gold_logprob: float | None = None  # mean log p(gold tokens | answer prompt on the final memory)
+    # One record per turn of an agent that acts on an environment (the search agent: turn, kind, query,
+    # observation, prompt_tokens); empty for the memory agent.
+    actions: list[dict] = field(default_factory=list)

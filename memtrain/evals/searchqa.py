@@ -1,0 +1,349 @@
+"""`memtrain eval search-qa`: multi-objective search QA (the paper's Table 2), generated and scored.
+
+One call of :func:`evaluate_search_qa` does, in order:
+
+1. check the output folder, the datasets and the retriever before any model loads;
+2. load each benchmark's questions (a local folder of FlashRAG-style files, or the Hub) and compose them
+   into `objectives`-question episodes (MEM1's composition), optionally a seeded sample of them;
+3. open the retriever: BM25 over a passage collection in-process (its index built once beside it), or any
+   Search-R1-compatible server by URL (memtrain's ``serve-retriever``, MEM1's e5 server);
+4. run the constant-memory search agent (``memtrain.search.agent``) over every missing episode into the run
+   folder, batch by batch (``memtrain.evals.harness``: per-item records, resumable, nothing redone);
+5. score and report (``memtrain.evals.search_report``): ``results.json``, ``results.md``, ``accuracy.png``,
+   ``scores.jsonl``, ``items.parquet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import to_dict
+from ..corpus import file_sha256
+from ..errors import ConfigError, InputError
+from ..outputs import check_writable_output
+from ..search import qa
+from ..search.agent import SearchAgentConfig, rollout
+from ..trainer.backends import GenerationBackend, load_backend
+from ..trainer.models import DEFAULT_MODEL
+from . import harness, search_report
+from .longdoc import update_stats, write_items_parquet
+
+METHOD = "search-agent"
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+@dataclass
+class SearchRunConfig:
+    """What one search-QA run generates: the agent's settings (evaluation sampling) and the batching."""
+
+    samples: int = field(default=1, metadata={"help": "Samples per episode (k)."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling (each batch derives its own)."})
+    batch_size: int = field(default=16, metadata={"help": "Episodes whose calls are batched together."})
+    agent: SearchAgentConfig = field(
+        default_factory=SearchAgentConfig,
+        metadata={"help": "The search agent: turns, token limits, top-k, sampling, history."},
+    )
+
+    method = METHOD
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.batch_size < 1:
+            raise ConfigError("samples and batch_size must be at least 1")
+
+    def generation_settings(self) -> dict[str, Any]:
+        """Everything a record depends on but the model, the data and the retriever (added by the caller)."""
+        agent = {k: v for k, v in to_dict(self.agent).items() if k not in ("group_size", "seed")}
+        return {"method": METHOD, "seed": self.seed, "batch_size": self.batch_size, **agent}
+
+
+@dataclass
+class SearchQAEval:
+    """Which benchmarks, which model, which retriever; `run` says how to generate."""
+
+    datasets: list[str] = field(
+        default_factory=lambda: list(qa.DATASETS), metadata={"help": "Benchmarks, in the paper's order."}
+    )
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of <dataset>.jsonl (or <dataset>/test.jsonl, FlashRAG's layout), one file for "
+            "one dataset, or a Hub id (default: RUC-NLPIR/FlashRAG_datasets)."
+        },
+    )
+    split: str | None = field(
+        default=None, metadata={"help": "Hub split (default: test, else dev, else train)."}
+    )
+    objectives: int = field(default=qa.OBJECTIVES, metadata={"help": "Questions per episode (MEM1: 2)."})
+    limit: int | None = field(default=None, metadata={"help": "Episodes per dataset (default: all)."})
+    sample_seed: int | None = field(
+        default=None,
+        metadata={"help": "Shuffle the questions with this seed before composing (default: in order)."},
+    )
+    retriever: str = field(
+        default="bm25", metadata={"help": "bm25 (in-process over --collection) or a server URL http://…"}
+    )
+    collection: str | None = field(
+        default=None,
+        metadata={"help": "Passage collection for bm25: wiki-18 JSONL/Parquet or a memtrain corpus."},
+    )
+    model: str | None = field(default=None, metadata={"help": "Asset name, Hub id, folder or .gguf."})
+    backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
+    base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Local tokenizer of a served model."})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when present)."})
+    run: SearchRunConfig = field(default_factory=SearchRunConfig)
+
+    def __post_init__(self) -> None:
+        self.datasets = qa.parse_datasets(self.datasets)
+        if self.objectives < 1:
+            raise ConfigError(f"objectives must be at least 1, got {self.objectives}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1 episode per dataset (or unset), got {self.limit}")
+        if self.retriever != "bm25" and not self.retriever.startswith(("http://", "https://")):
+            raise ConfigError(f"retriever {self.retriever!r}: give bm25 or a server URL (http://host:port)")
+        if self.retriever == "bm25" and not self.collection:
+            raise ConfigError(
+                "retriever bm25 needs a passage collection: --collection PATH (JSONL, Parquet, corpus)"
+            )
+        if self.retriever == "bm25" and not Path(self.collection).exists():
+            raise ConfigError(f"collection: {self.collection}: no such file or folder")
+
+
+@dataclass
+class SearchEvalResult:
+    run: Path
+    results: dict[str, Any]
+    files: search_report.ReportFiles
+    summary: harness.RunSummary
+    episodes: dict[str, int]  # episodes evaluated per dataset
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def question_source(data: str | None, dataset: str, datasets: Sequence[str]) -> str | None:
+    """The file or Hub id `dataset`'s questions come from: in a folder, ``<dataset>.jsonl`` (or .json,
+    .parquet) or ``<dataset>/<split>*`` (test first, then dev, then train); a file serves one dataset;
+    anything else is a Hub id (None: FlashRAG's)."""
+    if data is None:
+        return None
+    path = Path(data)
+    if path.is_dir():
+        for suffix in FILE_SUFFIXES:
+            if (path / f"{dataset}{suffix}").is_file():
+                return str(path / f"{dataset}{suffix}")
+        folder = path / dataset
+        if folder.is_dir():
+            for split in qa.SPLITS:
+                found = sorted(p for p in folder.glob(f"{split}*") if p.suffix.lower() in FILE_SUFFIXES)
+                if found:
+                    return str(found[0])
+        raise InputError(
+            path, f"has no questions for {dataset}: expected {dataset}.jsonl or {dataset}/test.jsonl inside"
+        )
+    if path.is_file() and len(datasets) > 1:
+        raise InputError(
+            path, f"one file holds one dataset, but {len(datasets)} were asked for; give a folder"
+        )
+    return data
+
+
+def source_identity(source: str | None, dataset: str, split: str | None) -> dict[str, Any]:
+    """What the questions of one dataset depend on: a file's sha256, or the Hub id, config and split."""
+    if source is not None and Path(source).is_file():
+        return {"dataset": dataset, "file": str(Path(source).resolve()), "sha256": file_sha256(Path(source))}
+    return {"dataset": dataset, "hub": source or qa.HUB_ID, "split": split}
+
+
+def select_episodes(
+    questions: Sequence[qa.Question], objectives: int, limit: int | None, sample_seed: int | None
+) -> list[dict[str, Any]]:
+    """The episodes evaluated: the questions (shuffled with `sample_seed` when given) composed `objectives` at
+    a time, the first `limit`. A larger limit keeps every episode a smaller one chose."""
+    questions = list(questions)
+    if sample_seed is not None:
+        random.Random(sample_seed).shuffle(questions)
+    return qa.compose(questions, objectives, limit=limit)
+
+
+def open_retriever_for(retriever: str, collection: str | None, log: Callable[[str], None] | None = None):
+    """The search backend `retriever` names: ``bm25`` over `collection` in-process (its index built once
+    beside it), or a Search-R1 server's URL."""
+    if retriever == "bm25":
+        from ..search.retriever import Retriever
+
+        return Retriever.open(collection, log=log)
+    from ..search.client import HTTPRetriever
+
+    return HTTPRetriever(retriever)
+
+
+def open_retriever(spec: SearchQAEval, log: Callable[[str], None] | None = None):
+    """The search backend and what identifies it (a record's retrieved passages depend on it)."""
+    retriever = open_retriever_for(spec.retriever, spec.collection, log)
+    if spec.retriever == "bm25":
+        identity = {
+            "kind": "bm25",
+            "collection": str(Path(spec.collection).resolve()),
+            "passages": retriever.num_passages,
+            "index": retriever.index.manifest.get("config"),
+        }
+        return retriever, identity
+    return retriever, {"kind": "http", "url": spec.retriever}
+
+
+# --- generation ---------------------------------------------------------------------------------------------
+
+
+def search_method(retriever) -> harness.Method:
+    """The harness method of the search agent: one batch of episodes → one record per episode × sample."""
+
+    def run(
+        episodes: Sequence[Mapping[str, Any]],
+        backend: GenerationBackend,
+        config: SearchRunConfig,
+        seed: int,
+        on_call: Callable | None = None,
+    ) -> harness.BatchResult:
+        start = time.perf_counter()
+        agent = dataclasses.replace(config.agent, group_size=config.samples, seed=seed)
+        trajectories = rollout(episodes, backend, agent, retriever, seed=seed, on_call=on_call)
+        seconds = time.perf_counter() - start
+        by_id = {str(e["episode_id"]): e for e in episodes}
+        records, prompt_total, completion_total = [], 0, 0
+        for trajectory in trajectories:
+            episode = by_id[trajectory.episode_id]
+            prompts = [len(t.generation.prompt_ids) for t in trajectory.turns]
+            completion = sum(len(t.generation.completion_ids) for t in trajectory.turns)
+            prompt_total += sum(prompts)
+            completion_total += completion
+            final = trajectory.turns[-1].generation if trajectory.turns else None
+            response = final.text if final is not None else None
+            records.append(
+                {
+                    "key": harness.item_key(trajectory.episode_id, trajectory.sample),
+                    "episode_id": trajectory.episode_id,
+                    "question_id": str(episode.get("question_id", trajectory.episode_id)),
+                    "dataset": episode["dataset"],
+                    "sample": trajectory.sample,
+                    "questions": list(episode["questions"]),
+                    "golden_answers": [list(g) for g in episode["golden_answers"]],
+                    "response": response,
+                    "failed": not (response or "").strip(),
+                    "finish_reason": final.finish_reason if final is not None else None,
+                    "turns": len(trajectory.turns),
+                    "searches": sum(t.kind == "search" for t in trajectory.turns),
+                    "states": list(trajectory.memories),
+                    "actions": list(getattr(trajectory, "actions", []) or []),
+                    "prompt_tokens": sum(prompts),
+                    "max_prompt_tokens": max(prompts, default=0),
+                    "completion_tokens": completion,
+                    "seconds": seconds / max(len(trajectories), 1),
+                }
+            )
+        return harness.BatchResult(records, prompt_total, completion_total, seconds)
+
+    return run
+
+
+def data_identity(sources: Sequence[Mapping[str, Any]], objectives: int, sample_seed: int | None) -> str:
+    payload = json.dumps({"sources": list(sources), "objectives": objectives, "sample_seed": sample_seed},
+                         sort_keys=True)  # fmt: skip
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def run_name(
+    model: str, config: SearchRunConfig, data: str, retriever: Mapping[str, Any], backend: str
+) -> str:
+    """E.g. ``smollm2-135m-instruct.search-agent.constant.t6-r1000-o1000-k3.t0-p0.95.bm25.d1a2b3c4.h5e6f7a``:
+    model, method, history, budgets, sampling, retriever, data checksum, then a hash of every setting."""
+    agent = config.agent
+    settings = {**config.generation_settings(), "model": model, "data": data, "retriever": dict(retriever),
+                "backend": backend}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:7]
+    budget = f"t{agent.max_turns}-r{agent.response_tokens}-o{agent.observation_tokens}-k{agent.topk}"
+    sampling = f"t{agent.temperature:g}-p{agent.top_p:g}"
+    parts = [harness.slug(model), METHOD, agent.history, budget, sampling, str(retriever["kind"])]
+    return ".".join([*parts, f"d{data[:8]}", f"h{digest}"])
+
+
+def evaluate_search_qa(
+    spec: SearchQAEval,
+    out: str | Path,
+    *,
+    on_progress: Callable[[harness.Progress], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    backend: GenerationBackend | None = None,
+    retriever: Any = None,
+) -> SearchEvalResult:
+    """Evaluate `spec.model` on search QA into ``out/<run name>``; see the module docstring. `backend` and
+    `retriever` reuse loaded ones (benchmarks and tests run several evaluations on one)."""
+    stage = on_stage or (lambda message: None)
+    out = check_writable_output(out, kind="dir", what="--out")
+    model = spec.model or DEFAULT_MODEL
+    config = spec.run
+
+    stage("loading the questions")
+    sources = {d: question_source(spec.data, d, spec.datasets) for d in spec.datasets}
+    episodes, identities = {}, []
+    for dataset, source in sources.items():
+        questions = qa.load_questions(source, dataset, split=spec.split)
+        episodes[dataset] = select_episodes(questions, spec.objectives, spec.limit, spec.sample_seed)
+        if not episodes[dataset]:
+            raise InputError(source or qa.HUB_ID, f"{dataset}: fewer than {spec.objectives} questions")
+        identities.append(source_identity(source, dataset, spec.split))
+    identity = data_identity(identities, spec.objectives, spec.sample_seed)
+
+    stage("opening the retriever")
+    if retriever is None:
+        retriever, retriever_id = open_retriever(spec, log=stage)
+    else:
+        retriever_id = {"kind": type(retriever).__name__}
+    stage(f"loading {model}")
+    if backend is None:
+        options = {"tokenizer": spec.tokenizer} if spec.backend == "openai" else {"device": spec.device}
+        backend = load_backend(spec.backend, spec.model, base_url=spec.base_url, **options)
+
+    name = run_name(model, config, identity, retriever_id, spec.backend)
+    generation = {**config.generation_settings(), "model": model, "backend": spec.backend,
+                  "retriever": retriever_id}  # fmt: skip
+    run = harness.open_run(out, name, {"generation": generation})
+    harness.write_run_config(
+        run,
+        {
+            "task": search_report.TASK,
+            "model": model,
+            "backend": spec.backend,
+            "method": METHOD,
+            "generation": generation,
+            "retriever": retriever_id,
+            "objectives": spec.objectives,
+            "samples": config.samples,
+            "datasets": spec.datasets,
+            "limit": spec.limit,
+            "sample_seed": spec.sample_seed,
+            "data": {"identity": identity, "sources": identities},
+            "agent": to_dict(config.agent),
+        },
+    )
+    total = sum(len(e) for e in episodes.values()) * config.samples
+    rows = {d: (lambda eps=eps: eps) for d, eps in episodes.items()}
+    batches = harness.fixed_batches(rows, config.batch_size, order=False)
+    stage("generating")
+    summary = harness.run_items(
+        batches, total, backend, config, run, on_progress, method=search_method(retriever),
+        label=search_report.column,
+    )  # fmt: skip
+    update_stats(run, summary)
+    write_items_parquet(run)
+    stage("scoring")
+    files = search_report.write_report(run)
+    return SearchEvalResult(run, files.results, files, summary, {d: len(e) for d, e in episodes.items()})

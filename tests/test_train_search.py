@@ -1,0 +1,116 @@
+"""`memtrain train --task search-qa`: MEM1's post-training with the same trainer, through the CLI.
+
+Real things only: 17 real NQ questions and 8 real HotpotQA dev questions (standing in for the train splits)
+composed into two-objective episodes, BM25 over the HotpotQA paragraphs, SmolLM2-135M-Instruct on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from memtrain.cli import app
+from memtrain.config import load_config
+from memtrain.corpus import open_corpus
+from memtrain.errors import ConfigError
+from memtrain.search import render_contents
+from memtrain.trainer.config import TrainConfig
+from memtrain.trainer.train import check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET = ROOT / "configs" / "mem1-searchqa-cpu-smollm2.yaml"
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    """nq.jsonl and hotpotqa.jsonl in FlashRAG's form, and the HotpotQA paragraphs as a JSONL collection."""
+    root = tmp_path_factory.mktemp("search-train-data")
+    (root / "nq.jsonl").write_text((SHARED / "nq" / "test.head.jsonl").read_text())
+    records = json.loads((SHARED / "hotpotqa" / "hotpot_dev_distractor_v1.head40.json").read_text())
+    with (root / "hotpotqa.jsonl").open("w") as f:
+        for r in records[:8]:
+            f.write(
+                json.dumps({"id": r["_id"], "question": r["question"], "golden_answers": [r["answer"]]})
+                + "\n"
+            )
+    collection = root / "wiki.jsonl"
+    with collection.open("w") as f:
+        for n, (title, sentences) in enumerate(t for r in records for t in r["context"]):
+            f.write(json.dumps({"id": str(n), "contents": render_contents(title, "".join(sentences))}) + "\n")
+    return root, collection
+
+
+def settings(tmp: Path, data: tuple[Path, Path], output: str, **more) -> dict:
+    """The CPU preset made tinier for a 2-core test: one episode of 2 trajectories per step, 2 turns of 16
+    tokens, 64-token observations, no reference model; a checkpoint at step 1."""
+    root, collection = data
+    return {
+        "data": str(root), "collection": str(collection), "corpus": str(tmp / "episodes"),
+        "output_dir": str(tmp / output), "max_steps": 1, "episodes_per_step": 1, "group_size": 2,
+        "gradient_accumulation_steps": 1, "max_sampling_rounds": 1, "max_turns": 2, "response_tokens": 16,
+        "observation_tokens": 64, "beta": 0.0, "save_steps": 1, "report_to": "[none]", **more,
+    }  # fmt: skip
+
+
+def overrides(values: dict) -> list[str]:
+    return [arg for key, value in values.items() for arg in ("-o", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    tmp = tmp_path_factory.mktemp("search-train")
+    result = CliRunner().invoke(
+        app,
+        ["train", "--config", str(PRESET), *overrides(settings(tmp, data, "run"))],
+        env={"COLUMNS": "200"},
+    )
+    return tmp, result
+
+
+def test_memtrain_train_task_search_qa_runs_a_step_and_writes_a_checkpoint(trained):
+    tmp, result = trained
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "✓ model and checkpoints" in result.output
+    run = tmp / "run"
+    assert (run / "model.safetensors").is_file()
+    saved = json.loads((run / "memtrain_config.json").read_text())
+    assert (saved["task"], saved["recall"], saved["retriever"]) == ("search-qa", False, "bm25")
+    episodes = open_corpus(saved["corpus_path"])
+    assert episodes.manifest["kind"] == "search-qa-episodes"
+    assert episodes.manifest["counts"]["per_dataset"] == {"nq": 8, "hotpotqa": 4}
+    rows = list(episodes.iter_episodes())
+    assert [r["index"] for r in rows] == list(range(12))
+    assert {r["dataset"] for r in rows[:6]} == {"nq", "hotpotqa"}  # the datasets are mixed
+    assert all(len(r["golden_answers"]) == 2 and "; " in r["problem"] for r in rows)
+
+
+def test_the_same_episodes_are_reused_and_bad_search_settings_are_refused_in_one_line(trained, data):
+    tmp, result = trained
+    assert result.exit_code == 0, result.output
+    config = load_config(TrainConfig, PRESET, [f"{k}={v}" for k, v in settings(tmp, data, "next").items()])
+    check_config(config)  # builds nothing new: the corpus has one version
+    assert sorted(p.name for p in (tmp / "episodes").iterdir() if p.name.startswith("v")) == ["v1"]
+
+    def refused(**bad) -> str:
+        values = {**settings(tmp, data, "next"), **bad}
+        with pytest.raises(ConfigError) as err:
+            check_config(load_config(TrainConfig, PRESET, [f"{k}={v}" for k, v in values.items()]))
+        return str(err.value)
+
+    assert "no such file or folder" in refused(collection=str(tmp / "missing.jsonl"))
+    assert "give bm25 or a server URL" in refused(retriever="ftp://x")
+    assert "unknown search-QA dataset 'squad'" in refused(search_datasets="[nq,squad]")
+    assert "2 × response_tokens" in refused(context_tokens=256)
