@@ -25,7 +25,7 @@ from .corpus import open_corpus
 from .errors import ConfigError, MemtrainError
 from .io import atomic_path
 from .outputs import check_writable_output
-from .tasks.base import task_of_corpus
+from .tasks.base import SEARCH_QA, task_of_corpus
 from .trainer.agent import AgentConfig, CallStats, rollout
 from .trainer.backends import GenerationBackend, load_backend
 from .trainer.metrics import trajectory_metrics
@@ -235,7 +235,13 @@ def read_episodes(corpus: str | Path, episodes: int, version: int | None = None,
     if episodes < 1:
         raise ConfigError(f"episodes must be at least 1, got {episodes}")
     opened = open_corpus(corpus, version)
-    columns = list(task_of_corpus(opened).columns)
+    task = task_of_corpus(opened)
+    if task.name == SEARCH_QA:
+        raise ConfigError(
+            f"{opened.path}: holds search-QA episodes, which the search agent answers, not the memory agent; "
+            "evaluate them with memtrain eval search-qa"
+        )
+    columns = list(task.columns)
     selected = list(itertools.islice(opened.iter_episodes(columns=columns), skip, skip + episodes))
     if not selected:
         raise MemtrainError(f"{opened.path}: has no episodes to roll out (after skipping {skip})")

@@ -96,10 +96,11 @@ def test_eval_search_qa_writes_the_table_json_plot_and_items(search_run):
 def test_a_rerun_generates_nothing_and_changes_no_record(search_run, data, server_url):
     out, run, _ = search_run
     before = (run / "items.jsonl").read_bytes()
-    result = memtrain(*search_args(out, data[0], "--retriever", server_url))
+    result = memtrain(*search_args(out, data[0], "--retriever", server_url, "--datasets", "hotpotqa,nq"))
     assert result.returncode == 0, result.stderr
-    assert "generated 0 new item(s) of 8" in result.stdout
+    assert "generated 0 new item(s) of 8" in result.stdout  # the datasets' order makes no new run
     assert (run / "items.jsonl").read_bytes() == before
+    assert [p for p in out.iterdir() if (p / "config.json").exists()] == [run]
 
 
 def test_eval_report_merges_search_runs_in_table_2s_layout(search_run, tmp_path):

@@ -28,6 +28,7 @@ from memtrain.search.agent import (
     parse_response,
     prepare_episode,
     rollout,
+    stop_after_action,
 )
 from memtrain.search.qa import compose, episode_score, load_questions, split_answers
 from memtrain.trainer.chunking import encode
@@ -338,3 +339,17 @@ def test_training_sampling_groups_are_episode_major_and_a_last_turn_must_answer(
     assert all(len(t.turns) == 1 for t in trajectories) and counting.calls == []
     for t in trajectories:
         assert tokenizer().decode(t.turns[0].generation.prompt_ids).endswith(LAST_TURN)
+
+
+def test_a_generation_stops_after_its_action_as_a_stop_string_would_stop_it():
+    tokenizer = smollm2_tokenizer()
+    text = "<think>need the year</think> <search>first nobel prize physics</search>\n<information>made up"
+    ids = encode(tokenizer, text)
+    sampled = Generation([1, 2, 3], ids, [-0.5 - i for i in range(len(ids))], text, "length")
+    cut = stop_after_action(sampled, parse_response(text), tokenizer)
+    assert cut.text.endswith("</search>") and "<information>" not in cut.text
+    assert cut.completion_ids == ids[: len(cut.completion_ids)] and len(cut.completion_ids) < len(ids)
+    assert cut.logprobs == sampled.logprobs[: len(cut.completion_ids)] and cut.finish_reason == "stop"
+    assert not tokenizer.decode(cut.completion_ids[:-1], skip_special_tokens=True).endswith("</search>")
+    invalid = "no action here"
+    assert stop_after_action(sampled, parse_response(invalid), tokenizer) is sampled

@@ -9,7 +9,6 @@ import pytest
 
 from memtrain.errors import ConfigError, InputError
 from memtrain.evals import scoring, search_report
-from memtrain.evals.searchqa import question_source, select_episodes
 from memtrain.search import qa
 from memtrain.search.agent import response_answers
 
@@ -40,10 +39,12 @@ def test_nq_questions_compose_into_two_objective_episodes_as_mem1_does(questions
 
 
 def test_a_seeded_sample_is_reproducible_and_a_larger_limit_keeps_the_smaller_one(questions):
-    a = select_episodes(questions, 2, 3, sample_seed=7)
-    b = select_episodes(questions, 2, 5, sample_seed=7)
+    a = qa.select_episodes(questions, 2, 3, sample_seed=7)
+    b = qa.select_episodes(questions, 2, 5, sample_seed=7)
     assert [e["episode_id"] for e in b[:3]] == [e["episode_id"] for e in a]
-    assert [e["episode_id"] for e in a] != [e["episode_id"] for e in select_episodes(questions, 2, 3, None)]
+    assert [e["episode_id"] for e in a] != [
+        e["episode_id"] for e in qa.select_episodes(questions, 2, 3, None)
+    ]
 
 
 def test_answers_are_scored_by_position_against_every_alias():
@@ -98,13 +99,18 @@ def test_dataset_names_and_sources_are_resolved_or_refused_in_one_line(tmp_path)
     (tmp_path / "nq").mkdir()
     (tmp_path / "nq" / "test.jsonl").write_text(NQ.read_text())
     (tmp_path / "popqa.jsonl").write_text(NQ.read_text())
-    assert question_source(str(tmp_path), "nq", ["nq", "popqa"]) == str(tmp_path / "nq" / "test.jsonl")
-    assert question_source(str(tmp_path), "popqa", ["nq", "popqa"]) == str(tmp_path / "popqa.jsonl")
+    assert qa.question_source(str(tmp_path), "nq", ["nq", "popqa"]) == str(tmp_path / "nq" / "test.jsonl")
+    assert qa.question_source(str(tmp_path), "popqa", ["nq", "popqa"]) == str(tmp_path / "popqa.jsonl")
     with pytest.raises(InputError, match="has no questions for musique"):
-        question_source(str(tmp_path), "musique", ["musique"])
+        qa.question_source(str(tmp_path), "musique", ["musique"])
     with pytest.raises(InputError, match="one file holds one dataset"):
-        question_source(str(NQ), "nq", ["nq", "popqa"])
-    assert question_source("RUC-NLPIR/FlashRAG_datasets", "nq", ["nq"]) == "RUC-NLPIR/FlashRAG_datasets"
+        qa.question_source(str(NQ), "nq", ["nq", "popqa"])
+    assert qa.question_source("RUC-NLPIR/FlashRAG_datasets", "nq", ["nq"]) == "RUC-NLPIR/FlashRAG_datasets"
+    # a split is taken from the dataset's folder or refused; training never falls back to the test set
+    (tmp_path / "nq" / "train.jsonl").write_text(NQ.read_text())
+    assert qa.question_source(str(tmp_path), "nq", ["nq"], "train") == str(tmp_path / "nq" / "train.jsonl")
+    with pytest.raises(InputError, match="has no nq questions: expected a dev"):
+        qa.question_source(str(tmp_path), "nq", ["nq"], "dev")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from memtrain.cli import app
 from memtrain.config import load_config
 from memtrain.corpus import open_corpus
 from memtrain.errors import ConfigError
+from memtrain.rollout import read_episodes
 from memtrain.search import render_contents
 from memtrain.trainer.config import TrainConfig
 from memtrain.trainer.train import check_config
@@ -113,4 +114,9 @@ def test_the_same_episodes_are_reused_and_bad_search_settings_are_refused_in_one
     assert "no such file or folder" in refused(collection=str(tmp / "missing.jsonl"))
     assert "give bm25 or a server URL" in refused(retriever="ftp://x")
     assert "unknown search-QA dataset 'squad'" in refused(search_datasets="[nq,squad]")
-    assert "2 × response_tokens" in refused(context_tokens=256)
+    assert "kept turn(s)" in refused(context_tokens=256)
+    assert "4 kept turn(s)" in refused(history="full", max_turns=5, context_tokens=900)
+    assert "exact match per objective" in refused(answer_metric="f1")
+    # the memory agent's rollout command does not take search episodes
+    with pytest.raises(ConfigError, match="holds search-QA episodes"):
+        read_episodes(tmp / "episodes", 1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import to_dict
-from ..corpus import file_sha256
 from ..errors import ConfigError, InputError
 from ..outputs import check_writable_output
 from ..search import qa
@@ -37,7 +35,6 @@ from . import harness, search_report
 from .longdoc import update_stats, write_items_parquet
 
 METHOD = "search-agent"
-FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
@@ -129,51 +126,6 @@ class SearchEvalResult:
 # --- data ---------------------------------------------------------------------------------------------------
 
 
-def question_source(data: str | None, dataset: str, datasets: Sequence[str]) -> str | None:
-    """The file or Hub id `dataset`'s questions come from: in a folder, ``<dataset>.jsonl`` (or .json,
-    .parquet) or ``<dataset>/<split>*`` (test first, then dev, then train); a file serves one dataset;
-    anything else is a Hub id (None: FlashRAG's)."""
-    if data is None:
-        return None
-    path = Path(data)
-    if path.is_dir():
-        for suffix in FILE_SUFFIXES:
-            if (path / f"{dataset}{suffix}").is_file():
-                return str(path / f"{dataset}{suffix}")
-        folder = path / dataset
-        if folder.is_dir():
-            for split in qa.SPLITS:
-                found = sorted(p for p in folder.glob(f"{split}*") if p.suffix.lower() in FILE_SUFFIXES)
-                if found:
-                    return str(found[0])
-        raise InputError(
-            path, f"has no questions for {dataset}: expected {dataset}.jsonl or {dataset}/test.jsonl inside"
-        )
-    if path.is_file() and len(datasets) > 1:
-        raise InputError(
-            path, f"one file holds one dataset, but {len(datasets)} were asked for; give a folder"
-        )
-    return data
-
-
-def source_identity(source: str | None, dataset: str, split: str | None) -> dict[str, Any]:
-    """What the questions of one dataset depend on: a file's sha256, or the Hub id, config and split."""
-    if source is not None and Path(source).is_file():
-        return {"dataset": dataset, "file": str(Path(source).resolve()), "sha256": file_sha256(Path(source))}
-    return {"dataset": dataset, "hub": source or qa.HUB_ID, "split": split}
-
-
-def select_episodes(
-    questions: Sequence[qa.Question], objectives: int, limit: int | None, sample_seed: int | None
-) -> list[dict[str, Any]]:
-    """The episodes evaluated: the questions (shuffled with `sample_seed` when given) composed `objectives` at
-    a time, the first `limit`. A larger limit keeps every episode a smaller one chose."""
-    questions = list(questions)
-    if sample_seed is not None:
-        random.Random(sample_seed).shuffle(questions)
-    return qa.compose(questions, objectives, limit=limit)
-
-
 def open_retriever_for(retriever: str, collection: str | None, log: Callable[[str], None] | None = None):
     """The search backend `retriever` names: ``bm25`` over `collection` in-process (its index built once
     beside it), or a Search-R1 server's URL."""
@@ -254,10 +206,28 @@ def search_method(retriever) -> harness.Method:
     return run
 
 
-def data_identity(sources: Sequence[Mapping[str, Any]], objectives: int, sample_seed: int | None) -> str:
-    payload = json.dumps({"sources": list(sources), "objectives": objectives, "sample_seed": sample_seed},
-                         sort_keys=True)  # fmt: skip
+def data_identity(objectives: int, sample_seed: int | None, split: str | None) -> str:
+    """What every dataset's episodes depend on besides its questions (those are checked per dataset, so a
+    run folder takes more datasets, or more episodes of one, without regenerating anything)."""
+    payload = json.dumps(
+        {"objectives": objectives, "sample_seed": sample_seed, "split": split}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def check_sources(run: Path, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The datasets' sources recorded in the run folder, with `sources` added; a dataset recorded from other
+    questions (another file, changed content, another Hub split) is refused: its records would mix."""
+    config_file = run / harness.CONFIG_FILE
+    recorded = json.loads(config_file.read_text()).get("sources", {}) if config_file.exists() else {}
+    for dataset, source in sources.items():
+        if dataset in recorded and recorded[dataset] != source:
+            raise InputError(
+                config_file,
+                f"{dataset} was evaluated in this run from other questions ({recorded[dataset]}); "
+                "use another output folder (nothing was changed)",
+            )
+    return {**recorded, **sources}
 
 
 def run_name(
@@ -292,15 +262,15 @@ def evaluate_search_qa(
     config = spec.run
 
     stage("loading the questions")
-    sources = {d: question_source(spec.data, d, spec.datasets) for d in spec.datasets}
-    episodes, identities = {}, []
-    for dataset, source in sources.items():
+    episodes, identities = {}, {}
+    for dataset in spec.datasets:
+        source = qa.question_source(spec.data, dataset, spec.datasets, spec.split)
         questions = qa.load_questions(source, dataset, split=spec.split)
-        episodes[dataset] = select_episodes(questions, spec.objectives, spec.limit, spec.sample_seed)
+        episodes[dataset] = qa.select_episodes(questions, spec.objectives, spec.limit, spec.sample_seed)
         if not episodes[dataset]:
             raise InputError(source or qa.HUB_ID, f"{dataset}: fewer than {spec.objectives} questions")
-        identities.append(source_identity(source, dataset, spec.split))
-    identity = data_identity(identities, spec.objectives, spec.sample_seed)
+        identities[dataset] = qa.source_identity(source, dataset, spec.split)
+    identity = data_identity(spec.objectives, spec.sample_seed, spec.split)
 
     stage("opening the retriever")
     if retriever is None:
@@ -316,6 +286,7 @@ def evaluate_search_qa(
     generation = {**config.generation_settings(), "model": model, "backend": spec.backend,
                   "retriever": retriever_id}  # fmt: skip
     run = harness.open_run(out, name, {"generation": generation})
+    sources = check_sources(run, identities)
     harness.write_run_config(
         run,
         {
@@ -327,10 +298,13 @@ def evaluate_search_qa(
             "retriever": retriever_id,
             "objectives": spec.objectives,
             "samples": config.samples,
-            "datasets": spec.datasets,
+            "datasets": sorted(sources, key=search_report.TABLE2_DATASETS.index),
             "limit": spec.limit,
             "sample_seed": spec.sample_seed,
-            "data": {"identity": identity, "sources": identities},
+            "split": spec.split,
+            # what a table row is keyed on: every setting but which datasets (runs of other datasets join it)
+            "data": {"identity": identity, "objectives": spec.objectives, "sample_seed": spec.sample_seed},
+            "sources": sources,
             "agent": to_dict(config.agent),
         },
     )

@@ -13,8 +13,9 @@ Read top to bottom, :func:`rollout` is the whole algorithm:
    state and action and the observation that answered it, so the context stays bounded whatever the number
    of turns; with ``history="full"`` (the comparison) every earlier turn stays;
 2. at each turn every unfinished trajectory of every episode makes its next call, all in **one** backend call;
-3. each response is parsed (:func:`parse_response`): the state, then the first action after it; text after
-   that action's closing tag is ignored (the generation itself is kept as sampled, for training);
+3. each response is parsed (:func:`parse_response`): the state, then the first action after it; the
+   generation is cut after that action's closing tag (:func:`stop_after_action`, what MEM1's stop strings
+   do), so what is trained is what the next turn reads;
 4. all search queries of the turn go to the retriever in **one** ``search`` call; each observation is the top
    ``topk`` passages ("Doc 1 (Title: …) text"), cut to ``observation_tokens``; a response without a valid
    action is told the valid formats instead (it still counts as a turn);
@@ -149,6 +150,25 @@ def parse_response(text: str) -> Action:
     if action is None or (action.group(1) == "search" and not action.group(2).strip()):
         return Action("invalid", state_text, "", len(text))
     return Action(action.group(1), state_text, action.group(2).strip(), action.end())
+
+
+def stop_after_action(generation: Generation, action: Action, tokenizer: Any) -> Generation:
+    """The generation as if sampling had stopped at its action's closing tag, as MEM1's ``</search>`` /
+    ``</answer>`` stop strings do: the fewest completion tokens whose text reaches the tag, with their
+    log-probs. Tokens sampled after them never influence them, so the kept tokens are exactly what a stop
+    string would have sampled; the rest (often an invented ``<information>``) is never trained on."""
+    if action.kind == "invalid" or action.end >= len(generation.text):
+        return generation
+    ids = generation.completion_ids
+    low, high = 1, len(ids)
+    while low < high:  # the decoded prefix only grows with more tokens
+        middle = (low + high) // 2
+        if len(tokenizer.decode(ids[:middle], skip_special_tokens=True)) >= action.end:
+            high = middle
+        else:
+            low = middle + 1
+    text = tokenizer.decode(ids[:low], skip_special_tokens=True)
+    return Generation(generation.prompt_ids, ids[:low], generation.logprobs[:low], text, "stop")
 
 
 def format_hits(hits: Sequence[Hit]) -> str:
@@ -299,6 +319,9 @@ class SearchRun:
         """Take the turn: one response per active trajectory (in the order of :meth:`prompts`), every search
         of the turn in one retriever call; a trajectory that answered, or whose turns are spent, ends."""
         actions = [parse_response(g.text) for g in generations]
+        generations = [
+            stop_after_action(g, a, self.tokenizer) for g, a in zip(generations, actions, strict=True)
+        ]
         last = self.turn == self.config.max_turns - 1
         observations = observe(actions, retriever, self.config, self.tokenizer, search=not last)
         still_active = []

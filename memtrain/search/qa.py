@@ -17,17 +17,19 @@ objectives (the paper's Table 2 figure).
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..corpus import short_reason
+from ..corpus import file_sha256, short_reason
 from ..errors import ConfigError, InputError, MemtrainError
 from ..trainer.rewards import exact_match
 
 HUB_ID = "RUC-NLPIR/FlashRAG_datasets"
 SPLITS = ("test", "dev", "train")  # the first one a benchmark has is evaluated
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 # The benchmarks in the paper's Table 2 order: name (the FlashRAG config) → column label.
 DATASETS: dict[str, str] = {
@@ -199,3 +201,55 @@ def episode_score(answers: Sequence[str] | None, golden_answers: Sequence[Sequen
     """The mean of :func:`objective_scores`: the episode's exact match averaged over its objectives."""
     scores = objective_scores(answers, golden_answers)
     return sum(scores) / len(scores) if scores else 0.0
+
+
+def question_source(
+    data: str | None, dataset: str, datasets: Sequence[str], split: str | None = None
+) -> str | None:
+    """The file or Hub id `dataset`'s questions come from. In a folder: ``<dataset>/<split>*`` (FlashRAG's
+    layout; with no `split`, the first of test, dev, train), else ``<dataset>.jsonl`` (.json, .parquet); a
+    `split` that the dataset's folder lacks is refused, never replaced by another. A file serves one dataset;
+    anything else is a Hub id (None: FlashRAG's)."""
+    if data is None:
+        return None
+    path = Path(data)
+    if path.is_dir():
+        folder = path / dataset
+        if folder.is_dir():
+            for name in [split] if split else SPLITS:
+                found = sorted(p for p in folder.glob(f"{name}*") if p.suffix.lower() in FILE_SUFFIXES)
+                if found:
+                    return str(found[0])
+            wanted = f"a {split}* file" if split else "a test*, dev* or train* file"
+            raise InputError(
+                folder, f"has no {dataset} questions: expected {wanted} (.jsonl, .json, .parquet)"
+            )
+        for suffix in FILE_SUFFIXES:
+            if (path / f"{dataset}{suffix}").is_file():
+                return str(path / f"{dataset}{suffix}")
+        raise InputError(
+            path, f"has no questions for {dataset}: expected {dataset}.jsonl or {dataset}/test.jsonl inside"
+        )
+    if path.is_file() and len(datasets) > 1:
+        raise InputError(
+            path, f"one file holds one dataset, but {len(datasets)} were asked for; give a folder"
+        )
+    return data
+
+
+def source_identity(source: str | None, dataset: str, split: str | None) -> dict[str, Any]:
+    """What the questions of one dataset depend on: a file's sha256, or the Hub id and split."""
+    if source is not None and Path(source).is_file():
+        return {"dataset": dataset, "file": str(Path(source).resolve()), "sha256": file_sha256(Path(source))}
+    return {"dataset": dataset, "hub": source or HUB_ID, "split": split}
+
+
+def select_episodes(
+    questions: Sequence[Question], objectives: int, limit: int | None, sample_seed: int | None
+) -> list[dict[str, Any]]:
+    """The episodes evaluated: MEM1's composition of the questions in order, shuffled with `sample_seed`
+    when given, the first `limit`. A larger limit keeps every episode a smaller one chose."""
+    episodes = compose(questions, objectives)
+    if sample_seed is not None:
+        random.Random(sample_seed).shuffle(episodes)
+    return episodes[:limit] if limit is not None else episodes

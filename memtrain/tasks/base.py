@@ -303,6 +303,15 @@ class SearchQATask(Task):
                 f"retriever: {config.retriever!r}; give bm25 or a server URL (http://host:port)"
             )
         SearchAgentConfig(**self.agent_settings(config))  # its own checks, one line each
+        if config.answer_metric != "em":
+            raise ConfigError(
+                f"answer_metric: the search-qa reward is exact match per objective; {config.answer_metric!r} "
+                "does not apply (unset it)"
+            )
+        if config.dense_weight or config.dense_recall_weight:
+            raise ConfigError(
+                "dense_weight / dense_recall_weight score a memory agent's answer; set them to 0"
+            )
 
     @staticmethod
     def agent_settings(config: TrainConfig) -> dict[str, Any]:
@@ -320,7 +329,6 @@ class SearchQATask(Task):
         training questions of `search_datasets` (from `data`: a folder, or the Hub) are composed into
         episodes under `corpus` (reused when identical)."""
         from ..corpus import is_version_dir, open_corpus
-        from ..evals.searchqa import question_source, source_identity
         from ..search import qa
         from . import searchqa
 
@@ -332,19 +340,31 @@ class SearchQATask(Task):
                 raise ConfigError(f"corpus: {exc}") from None
             if corpus.manifest.get("kind") != searchqa.KIND:
                 raise ConfigError(f"corpus: {corpus.path} is not a set of search-QA episodes")
+            self._build_index(config)
             return corpus
         datasets = qa.parse_datasets(config.search_datasets)
         questions, sources = {}, []
         for name in datasets:
-            source = question_source(config.data, name, datasets)
+            source = qa.question_source(config.data, name, datasets, config.data_split)
             try:
                 questions[name] = qa.load_questions(source, name, split=config.data_split)
             except MemtrainError as exc:
                 raise ConfigError(f"data: {exc}") from None
-            sources.append(source_identity(source, name, config.data_split))
-        return searchqa.build_episodes(
+            sources.append(qa.source_identity(source, name, config.data_split))
+        corpus = searchqa.build_episodes(
             questions, config.objectives, config.instance_seed, root, sources, limit=config.max_questions
         )
+        self._build_index(config)
+        return corpus
+
+    @staticmethod
+    def _build_index(config: TrainConfig) -> None:
+        """The BM25 index built here, in the one process that prepares the data, so that every training
+        process only loads it (`configured`)."""
+        if config.retriever == "bm25":
+            from ..search.retriever import Retriever
+
+            Retriever.open(config.collection)
 
     def configured(self, config: TrainConfig) -> SearchQATask:
         from ..evals.searchqa import open_retriever_for

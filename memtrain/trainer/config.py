@@ -18,6 +18,10 @@ from ..tasks.base import SEARCH_QA, TASKS, get_task
 from .agent import AgentConfig
 from .rewards import METRICS
 
+SEARCH_TURN_OVERHEAD = (
+    32  # tokens of a kept search turn beyond its response and observation (tags, turns left)
+)
+
 BACKENDS = ("transformers", "vllm")
 VLLM_MODES = ("colocate", "server")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -401,13 +405,16 @@ class TrainConfig:
 
     def _check_budgets(self) -> None:
         """The token budgets of one call fit `context_tokens` (what a call holds depends on the task)."""
-        if self.task == SEARCH_QA:  # the questions, the last response and its observation, a new response
-            budgets = self.problem_tokens + 2 * self.response_tokens + self.observation_tokens
+        if self.task == SEARCH_QA:  # the questions, the kept turns with their observations, a new response
+            kept = 1 if self.history == "constant" else max(self.max_turns - 1, 1)
+            turn = self.response_tokens + self.observation_tokens + SEARCH_TURN_OVERHEAD
+            budgets = self.problem_tokens + kept * turn + self.response_tokens
             if budgets > self.context_tokens:
                 raise ConfigError(
-                    f"token budgets do not fit: problem_tokens {self.problem_tokens} + 2 × response_tokens "
-                    f"{self.response_tokens} + observation_tokens {self.observation_tokens} = {budgets} > "
-                    f"context_tokens {self.context_tokens}"
+                    f"token budgets do not fit: problem_tokens {self.problem_tokens} + {kept} kept turn(s) × "
+                    f"(response_tokens {self.response_tokens} + observation_tokens {self.observation_tokens} "
+                    f"+ {SEARCH_TURN_OVERHEAD} of tags) + response_tokens = {budgets} > context_tokens "
+                    f"{self.context_tokens}"
                 )
             return
         budgets = self.problem_tokens + self.chunk_tokens + self.memory_tokens + self.response_tokens
