@@ -761,7 +761,8 @@ def eval_search_qa_cmd(
     objectives: Annotated[int, typer.Option(help="Questions per episode (MEM1 and the paper: 2).")] = 2,
     limit: Annotated[int | None, typer.Option(help="Episodes per dataset (default: all).")] = None,
     sample_seed: Annotated[
-        int | None, typer.Option(help="Shuffle the questions with this seed first (default: in file order).")
+        int | None,
+        typer.Option(help="Shuffle the composed episodes with this seed first (default: in order)."),
     ] = None,
     history: Annotated[
         str, typer.Option(help="constant (MEM1: latest state and observation only) or full (every turn).")

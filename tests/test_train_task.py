@@ -172,13 +172,13 @@ def test_the_configured_answer_metric_is_the_reward_the_trainer_trains_on(tmp_pa
 
 
 def test_the_task_decides_the_recall_probe_and_the_problem(tmp_path):
-    assert set(TASKS) == {"masked-entity", "hotpotqa"}
+    assert set(TASKS) == {"masked-entity", "hotpotqa", "search-qa"}
     masked, hotpotqa = get_task("masked-entity"), get_task("hotpotqa")
-    assert masked.recall and not hotpotqa.recall
+    assert masked.recall and not hotpotqa.recall and not get_task("search-qa").recall
     assert TrainConfig().recall and not TrainConfig(task="hotpotqa").recall  # unset: the task's
     with pytest.raises(ConfigError, match="no entity spans for the recall probe; set recall: false"):
         TrainConfig(task="hotpotqa", corpus=str(tmp_path), recall=True).validate()
-    with pytest.raises(ConfigError, match="unknown task 'search'; known: masked-entity, hotpotqa"):
+    with pytest.raises(ConfigError, match="unknown task 'search'; known: masked-entity, hotpotqa, search-qa"):
         TrainConfig(task="search", corpus=str(tmp_path)).validate()
     row = {"episode_id": "q@10", "problem": "Which city?", "answer": "Paris", "answers": ["Paris", "Paname"]}
     assert hotpotqa.problem(row) == "Which city?" and hotpotqa.answers(row) == ["Paris", "Paname"]

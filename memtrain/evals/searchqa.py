@@ -76,13 +76,13 @@ class SearchQAEval:
         },
     )
     split: str | None = field(
-        default=None, metadata={"help": "Hub split (default: test, else dev, else train)."}
+        default=None, metadata={"help": "Split, on the Hub or in a folder (default: test, else dev, train)."}
     )
     objectives: int = field(default=qa.OBJECTIVES, metadata={"help": "Questions per episode (MEM1: 2)."})
     limit: int | None = field(default=None, metadata={"help": "Episodes per dataset (default: all)."})
     sample_seed: int | None = field(
         default=None,
-        metadata={"help": "Shuffle the questions with this seed before composing (default: in order)."},
+        metadata={"help": "Shuffle the composed episodes with this seed (default: in order)."},
     )
     retriever: str = field(
         default="bm25", metadata={"help": "bm25 (in-process over --collection) or a server URL http://…"}

@@ -85,24 +85,33 @@ class TrainConfig:
         },
     )
 
-    # --- hotpotqa: the training instances ---
+    # --- hotpotqa and search-qa: the training data ---
     data: str | None = field(
         default=None,
         metadata={
-            "help": "hotpotqa: the questions, a HotpotQA file (.json/.jsonl/.parquet) or a Hub id "
-            "(unset: hotpotqa/hotpot_qa)."
+            "help": "hotpotqa: the questions, a HotpotQA file (.json/.jsonl/.parquet) or a Hub id (unset: "
+            "hotpotqa/hotpot_qa); search-qa: a folder of <dataset>/<data_split>.jsonl or <dataset>.jsonl, "
+            "or a Hub id (unset: RUC-NLPIR/FlashRAG_datasets)."
         },
     )
-    data_split: str = field(default="train", metadata={"help": "hotpotqa: the split of a Hub id."})
+    data_split: str = field(
+        default="train", metadata={"help": "The training split (a Hub id's; search-qa: also a folder's)."}
+    )
     num_docs: int = field(
         default=200,
         metadata={"help": "hotpotqa: documents per training instance (MemAgent: 200, ~28k tokens)."},
     )
     max_questions: int | None = field(
         default=None,
-        metadata={"help": "hotpotqa: build instances of the first N questions only (unset: every question)."},
+        metadata={
+            "help": "hotpotqa: build instances of the first N questions only; search-qa: the first N "
+            "episodes per dataset (unset: all)."
+        },
     )
-    instance_seed: int = field(default=0, metadata={"help": "hotpotqa: seed of the instance builder."})
+    instance_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the instance builder (hotpotqa) or of the datasets' mix (search-qa)."},
+    )
 
     # --- search-qa: the episodes and the search agent (MEM1's recipe) ---
     search_datasets: list[str] = field(
