@@ -559,7 +559,8 @@ def train_cmd(
     table = Table(title=f"memtrain train: {result.steps} steps, {result.seconds_per_step:.1f} s/step")
     columns = [
         ("E2E reward", "reward", "{:.3f}"), ("EM", "em", "{:.3f}"), ("recall EM", "recall_em", "{:.3f}"),
-        ("boxed", "boxed", "{:.0%}"), ("gold log p", "gold_logprob", "{:.3f}"),
+        ("boxed", "boxed", "{:.0%}"), ("answered", "answered", "{:.0%}"), ("searches", "searches", "{:.2f}"),
+        ("gold log p", "gold_logprob", "{:.3f}"),
     ]  # fmt: skip
     table.add_column("held-out")
     for name, _, _ in columns:

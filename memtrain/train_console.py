@@ -32,6 +32,8 @@ HELD_OUT_COLUMNS = [
     ("reward", "R_E", "{:.3f}"),
     ("recall_em", "recall EM", "{:.3f}"),
     ("boxed", "boxed", "{:.0%}"),
+    ("answered", "answered", "{:.0%}"),  # the search agent's
+    ("searches", "searches", "{:.2f}"),
     ("gold_logprob", "gold log p", "{:.3f}"),
     ("memory_tokens", "memory", "{:.0f} tok"),
 ]

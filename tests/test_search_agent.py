@@ -353,3 +353,16 @@ def test_a_generation_stops_after_its_action_as_a_stop_string_would_stop_it():
     assert not tokenizer.decode(cut.completion_ids[:-1], skip_special_tokens=True).endswith("</search>")
     invalid = "no action here"
     assert stop_after_action(sampled, parse_response(invalid), tokenizer) is sampled
+
+
+def test_held_out_figures_of_search_trajectories_are_the_search_agents(constant_run):
+    from memtrain.trainer.config import TrainConfig
+    from memtrain.trainer.metrics import trajectory_metrics
+
+    trajectories, _, _ = constant_run
+    metrics = trajectory_metrics(trajectories)
+    assert {"answered", "turns", "searches", "invalid_turns"} <= set(metrics)
+    assert "boxed" not in metrics and "chunks" not in metrics
+    assert metrics["turns"] == sum(len(t.turns) for t in trajectories) / len(trajectories)
+    # held-out evaluation during search-qa training samples as MEM1 evaluates: greedily
+    assert (TrainConfig(task="search-qa").eval_temperature, TrainConfig().eval_temperature) == (0.0, 0.7)

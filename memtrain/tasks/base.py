@@ -80,6 +80,7 @@ class Task(ABC):
     recall: ClassVar[bool] = False  # rows carry entity spans: the recall probe (IMR) applies
     default_problem: ClassVar[str | None] = None  # the problem of rows without their own
     builds_corpus: ClassVar[bool] = False  # training_corpus builds data: one process does it
+    eval_sampling: ClassVar[tuple[float, float]] = (0.7, 0.95)  # held-out temperature, top_p (MemAgent's)
 
     def problem(self, row: Mapping[str, Any]) -> str:
         return row_problem(row, self.default_problem)
@@ -265,6 +266,7 @@ class SearchQATask(Task):
     description = "search QA: answer composed questions by searching a Wikipedia index, constant memory"
     columns = ("episode_id", "index", "dataset", "problem", "questions", "golden_answers", "answer")
     builds_corpus = True
+    eval_sampling = (0.0, 0.95)  # MEM1 evaluates greedily
     train_split = "train"
 
     def __init__(self, retriever: Any = None, settings: Mapping[str, Any] | None = None) -> None:

@@ -292,8 +292,15 @@ class TrainConfig:
     eval_samples: int = field(
         default=4, metadata={"help": "Trajectories (and recall samples) per held-out episode."}
     )
-    eval_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature in evaluation."})
-    eval_top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling in evaluation."})
+    eval_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Sampling temperature in evaluation (unset: the task's; memory agent 0.7, search 0)."
+        },
+    )
+    eval_top_p: float | None = field(
+        default=None, metadata={"help": "Nucleus sampling in evaluation (unset: the task's, 0.95)."}
+    )
 
     # --- generation backend ---
     backend: str = field(
@@ -354,6 +361,11 @@ class TrainConfig:
             self.recall = task.recall if task is not None else True
         if self.answer_metric is None:
             self.answer_metric = task.answer_metric if task is not None else "em"
+        temperature, top_p = task.eval_sampling if task is not None else TASKS["masked-entity"].eval_sampling
+        if self.eval_temperature is None:
+            self.eval_temperature = temperature
+        if self.eval_top_p is None:
+            self.eval_top_p = top_p
 
     @property
     def updates_per_step(self) -> int:

@@ -7,6 +7,8 @@
 - ``recall_em`` and ``recall_em/distance_<d>``: recall EM over all samples, and by how many chunks back the
   probed chunk was (d = k − l: how fast memory forgets);
 - ``memory_tokens``: mean tokens of an update turn's memory; ``chunks``: mean chunks read;
+- for the search agent instead of ``boxed`` and ``chunks``: ``answered`` (share of trajectories that gave an
+  ``<answer>``), ``turns`` and ``searches`` per trajectory, ``invalid_turns`` (share of turns with no action);
 - ``gold_logprob`` and ``target_logprob``: mean teacher-forced log-likelihood per token of the gold answer
   given the final memory, and of the recall target given memory_k (when scored: ``AgentConfig.score_gold``).
 """
@@ -40,9 +42,16 @@ def trajectory_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     metrics["reward"] = _mean([t.reward for t in trajectories])
     metrics["em"] = _mean([t.em for t in trajectories])
     answered = [t for t in trajectories if t.turns and t.turns[-1].kind == "answer"]
-    if answered:
-        metrics["boxed"] = _mean([float(t.prediction is not None) for t in answered])
-    metrics["chunks"] = _mean([float(t.num_chunks) for t in trajectories])
+    if any(t.actions for t in trajectories):  # an agent acting on an environment (search QA)
+        turns = [turn for t in trajectories for turn in t.turns]
+        metrics["answered"] = len(answered) / len(trajectories)
+        metrics["turns"] = _mean([float(len(t.turns)) for t in trajectories])
+        metrics["searches"] = _mean([float(sum(x.kind == "search" for x in t.turns)) for t in trajectories])
+        metrics["invalid_turns"] = sum(turn.kind == "invalid" for turn in turns) / max(len(turns), 1)
+    else:
+        if answered:
+            metrics["boxed"] = _mean([float(t.prediction is not None) for t in answered])
+        metrics["chunks"] = _mean([float(t.num_chunks) for t in trajectories])
     memories = [
         float(len(turn.generation.completion_ids))
         for t in trajectories
