@@ -174,3 +174,25 @@ def test_score_returns_the_teacher_forced_logprobs_of_given_completions_whatever
     alone = [backend.score([p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
     for a, b in zip(alone, together, strict=True):
         assert a == pytest.approx(b, abs=1e-3)
+
+
+def test_a_stop_string_ends_each_completion_where_it_first_appears():
+    backend = smollm2_backend()
+    tokenizer = backend.tokenizer
+    prompts = [
+        chat_prompt_ids(tokenizer, "Name three colours, separated by commas."),
+        chat_prompt_ids(tokenizer, "Count from one to ten in words, separated by commas."),
+    ]
+    free = backend.generate(prompts, SamplingParams(32, 0.0, 1.0, 0))
+    stop = ("Blue", "56")
+    stopped = backend.generate(prompts, SamplingParams(32, 0.0, 1.0, 0, stop=stop))
+    assert any(x in f.text for f in free for x in stop)
+    for f, s in zip(free, stopped, strict=True):
+        n = len(s.completion_ids)
+        assert s.completion_ids == f.completion_ids[:n] and s.logprobs == pytest.approx(f.logprobs[:n])
+        if any(x in f.text for x in stop):  # cut at the first token that completes a string: a stop
+            before = tokenizer.decode(s.completion_ids[:-1], skip_special_tokens=True)
+            assert any(x in s.text for x in stop) and not any(x in before for x in stop)
+            assert s.finish_reason == "stop" and n < len(f.completion_ids)
+        else:
+            assert s.completion_ids == f.completion_ids

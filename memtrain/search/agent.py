@@ -43,6 +43,7 @@ from .qa import episode_score, split_answers
 from .retriever import Hit, SearchBackend
 
 HISTORIES = ("constant", "full")
+STOP_STRINGS = ("</search>", "</answer>")  # a turn's response ends with its action
 _COUNTS = ("max_turns", "prompt_tokens", "response_tokens", "observation_tokens", "topk", "group_size")
 # Sampling settings: MEM1's training (T = 1, top_p = 1) and evaluation (greedy) values.
 SAMPLING: dict[str, dict[str, float]] = {
@@ -128,7 +129,9 @@ class SearchAgentConfig:
         return cls(**{**SAMPLING[sampling], **overrides})
 
     def sampling_params(self, seed: int | None = None) -> SamplingParams:
-        return SamplingParams(self.response_tokens, self.temperature, self.top_p, seed)
+        """A turn's sampling; generation stops at an action's closing tag where the engine can stop on a
+        string (MEM1's stop strings), and `stop_after_action` makes the same cut where it cannot."""
+        return SamplingParams(self.response_tokens, self.temperature, self.top_p, seed, STOP_STRINGS)
 
 
 @dataclass(frozen=True, slots=True)

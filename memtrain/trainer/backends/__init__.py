@@ -31,12 +31,15 @@ BACKENDS = ("transformers", "vllm", "openai")
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How to sample one batch. `seed` makes the call reproducible (each backend derives per-prompt seeds)."""
+    """How to sample one batch. `seed` makes the call reproducible (each backend derives per-prompt seeds).
+    `stop`: strings that end a completion once generated (kept in it), where the engine supports them (the
+    transformers and vLLM backends; a caller that needs the cut for correctness makes it itself too)."""
 
     max_new_tokens: int = 1024
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ from transformers import (
     StaticCache,
     StoppingCriteria,
     StoppingCriteriaList,
+    StopStringCriteria,
 )
 from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
 from transformers.generation import utils as generation_utils
@@ -132,6 +133,7 @@ class TransformersBackend:
         self.max_batch_size = max_batch_size
         self.share_prefill = share_prefill
         self.eos_ids = stop_token_ids(model.generation_config, tokenizer)
+        self._stop_criteria: dict[tuple[str, ...], StoppingCriteria] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.static_cache = self._static_layout_supported()
 
@@ -163,8 +165,10 @@ class TransformersBackend:
                 continue
             # torch takes seeds modulo 2**64 (negative ones too); reducing here keeps any int a valid seed
             seed = None if params.seed is None else (params.seed * 1_000_003 + b) % 2**64
-            stop = None if cancelled is None else Cancelled(cancelled, indices)
-            batch = self._generate_batch([prompts[i] for i in indices], params, seed, stop)
+            stops = [Cancelled(cancelled, indices)] if cancelled is not None else []
+            if params.stop:
+                stops.append(self._stop_strings(params.stop))
+            batch = self._generate_batch([prompts[i] for i in indices], params, seed, stops)
             for i, generation in zip(indices, batch, strict=True):
                 results[i] = generation
         return results  # type: ignore[return-value]
@@ -277,7 +281,7 @@ class TransformersBackend:
         prompts: list[Sequence[int]],
         params: SamplingParams,
         seed: int | None,
-        stop: StoppingCriteria | None = None,
+        stops: Sequence[StoppingCriteria] = (),
     ) -> list[Generation]:
         width = max(len(p) for p in prompts)
         input_ids, attention_mask = self._left_pad(prompts, width)
@@ -311,7 +315,7 @@ class TransformersBackend:
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_ids,
                 logits_processor=LogitsProcessorList([recorder]),
-                **({"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}),
+                **({"stopping_criteria": StoppingCriteriaList(list(stops))} if stops else {}),
                 use_cache=True,
                 disable_compile=True,  # shapes change every call: compiling would recompile each time
                 **cache_kwargs,
@@ -320,15 +324,43 @@ class TransformersBackend:
         new_tokens = output[:, width:]
         logprobs = recorder.finish(new_tokens).cpu().tolist()
         return [
-            self._to_generation(list(prompt), row, row_logprobs, params.max_new_tokens)
+            self._to_generation(list(prompt), row, row_logprobs, params.max_new_tokens, params.stop)
             for prompt, row, row_logprobs in zip(prompts, new_tokens.cpu().tolist(), logprobs, strict=True)
         ]
 
+    def _stop_strings(self, stop: tuple[str, ...]) -> StoppingCriteria:
+        """transformers' criterion for `stop` (built once per set of strings: it precomputes token tables)."""
+        if stop not in self._stop_criteria:
+            self._stop_criteria[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stop_criteria[stop]
+
+    def _stop_end(self, row: list[int], stop: tuple[str, ...]) -> int | None:
+        """The fewest tokens of `row` whose text holds one of `stop` (None: none does)."""
+        text = self.tokenizer.decode(row, skip_special_tokens=True)
+        if not any(s in text for s in stop):
+            return None
+        low, high = 1, len(row)
+        while low < high:  # a longer prefix holds everything a shorter one does
+            middle = (low + high) // 2
+            prefix = self.tokenizer.decode(row[:middle], skip_special_tokens=True)
+            if any(s in prefix for s in stop):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
     def _to_generation(
-        self, prompt: list[int], row: list[int], logprobs: list[float], max_new_tokens: int
+        self,
+        prompt: list[int],
+        row: list[int],
+        logprobs: list[float],
+        max_new_tokens: int,
+        stop: tuple[str, ...] = (),
     ) -> Generation:
         eos = set(self.eos_ids)
         end = next((i + 1 for i, token in enumerate(row) if token in eos), None)
+        if stop and (stopped := self._stop_end(row[:end] if end else row, stop)) is not None:
+            end = stopped  # a stop string ends it; the padding after it is not the model's
         finish_reason = "stop" if end is not None else "length"
         end = end if end is not None else min(len(row), max_new_tokens)
         completion = row[:end]

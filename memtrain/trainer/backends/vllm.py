@@ -59,6 +59,8 @@ class VLLMBackend:
                 top_p=params.top_p,
                 logprobs=0,
                 seed=None if params.seed is None else params.seed + i,
+                stop=list(params.stop) or None,
+                include_stop_str_in_output=True,
             )
             for i in range(len(prompts))
         ]
