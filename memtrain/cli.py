@@ -633,7 +633,6 @@ def eval_hotpotqa_cmd(
     """Evaluate a model on long-document HotpotQA: resumable, cached per item, scored with intervals."""
     import dataclasses
 
-    from .config import from_dict, parse_overrides
     from .evals.harness import EvalConfig
     from .evals.longdoc import HotpotQAEval
     from .trainer.agent import AgentConfig
@@ -641,23 +640,10 @@ def eval_hotpotqa_cmd(
 
     if backend not in BACKENDS:
         raise MemtrainError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    overrides = parse_overrides(override)
-    run_keys = {f.name for f in dataclasses.fields(EvalConfig)} - {"agent"}
-    agent_base = dataclasses.asdict(EvalConfig().agent)
-    agent = from_dict(
-        AgentConfig,
-        {**agent_base, **{k: v for k, v in overrides.items() if k not in run_keys}},
-        key_sources={k: f"-o {k}={v}" for k, v in overrides.items()},
-    )
-    run = from_dict(
-        EvalConfig,
-        {
-            "method": method, "templates": templates, "samples": samples, "seed": seed,
-            **{k: v for k, v in overrides.items() if k in run_keys},
-        },
-        key_sources={k: f"-o {k}={v}" for k, v in overrides.items()},
+    run = _eval_run_config(
+        EvalConfig, AgentConfig, dataclasses.asdict(EvalConfig().agent),
+        {"method": method, "templates": templates, "samples": samples, "seed": seed}, override,
     )  # fmt: skip
-    run.agent = agent
     spec = HotpotQAEval(
         data=data, split=split, model=model, lengths=lengths, questions=questions,
         instance_seed=instance_seed, no_context_filter=no_context_filter, instances_root=instances,
@@ -665,6 +651,28 @@ def eval_hotpotqa_cmd(
     )  # fmt: skip
     result = _run_eval(spec, out)
     _print_eval_result(result)
+
+
+def _eval_run_config(run_cls, agent_cls, agent_values: dict, run_values: dict, override: list[str] | None):
+    """An eval command's run settings: each `-o key=value` sets the run's own field of that name, or else
+    its agent's, over the command's options (`run_values`, `agent_values`); a bad one fails in one line."""
+    import dataclasses
+
+    from .config import from_dict, parse_overrides
+
+    overrides = parse_overrides(override)
+    sources = {k: f"-o {k}={v}" for k, v in overrides.items()}
+    run_keys = {f.name for f in dataclasses.fields(run_cls)} - {"agent"}
+    agent = from_dict(
+        agent_cls,
+        {**agent_values, **{k: v for k, v in overrides.items() if k not in run_keys}},
+        key_sources=sources,
+    )
+    run = from_dict(
+        run_cls, {**run_values, **{k: v for k, v in overrides.items() if k in run_keys}}, key_sources=sources
+    )
+    run.agent = agent
+    return run
 
 
 def _run_eval(spec, out: str):
@@ -788,29 +796,16 @@ def eval_search_qa_cmd(
 ) -> None:
     """Evaluate a model as a constant-memory search agent on multi-objective search QA (the paper's Table 2):
     resumable, cached per episode, scored with intervals."""
-    import dataclasses
 
-    from .config import from_dict, parse_overrides
     from .evals.searchqa import SearchQAEval, SearchRunConfig
     from .search.agent import SearchAgentConfig
     from .trainer.backends import BACKENDS
 
     if backend not in BACKENDS:
         raise MemtrainError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    overrides = parse_overrides(override)
-    sources = {k: f"-o {k}={v}" for k, v in overrides.items()}
-    run_keys = {f.name for f in dataclasses.fields(SearchRunConfig)} - {"agent"}
-    agent = from_dict(
-        SearchAgentConfig,
-        {"history": history, **{k: v for k, v in overrides.items() if k not in run_keys}},
-        key_sources=sources,
+    run = _eval_run_config(
+        SearchRunConfig, SearchAgentConfig, {"history": history}, {"samples": samples, "seed": seed}, override
     )
-    run = from_dict(
-        SearchRunConfig,
-        {"samples": samples, "seed": seed, **{k: v for k, v in overrides.items() if k in run_keys}},
-        key_sources=sources,
-    )
-    run.agent = agent
     spec = SearchQAEval(
         datasets=datasets, data=data, split=split, objectives=objectives, limit=limit,
         sample_seed=sample_seed, retriever=retriever, collection=collection, model=model, backend=backend,

@@ -12,11 +12,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from search_support import write_search_data
 
-from memtrain.search import Retriever, make_server, render_contents
+from memtrain.search import Retriever, make_server
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HOTPOT_DEV = SHARED / "hotpotqa" / "hotpot_dev_distractor_v1.head40.json"
 # Small budgets keep CPU time down; the rest is MEM1's evaluation setting (greedy, top-3, constant context).
 BUDGETS = ["-o", "response_tokens=32", "-o", "observation_tokens=100", "-o", "max_turns=2", "--limit", "4"]
 
@@ -30,21 +29,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
     """A FlashRAG-style data folder (nq/test.jsonl, hotpotqa.jsonl) and the HotpotQA paragraphs as a wiki-18
     JSONL collection."""
     root = tmp_path_factory.mktemp("search-data")
-    (root / "nq").mkdir()
-    (root / "nq" / "test.jsonl").write_text((SHARED / "nq" / "test.head.jsonl").read_text())
-    records = json.loads(HOTPOT_DEV.read_text())
-    with (root / "hotpotqa.jsonl").open("w") as f:
-        for r in records[:8]:
-            f.write(
-                json.dumps({"id": r["_id"], "question": r["question"], "golden_answers": [r["answer"]]})
-                + "\n"
-            )
-    collection = root / "wiki.jsonl"
-    with collection.open("w") as f:
-        paragraphs = [(t, "".join(s)) for r in records for t, s in r["context"]]
-        for n, (title, text) in enumerate(paragraphs):
-            f.write(json.dumps({"id": str(n), "contents": render_contents(title, text)}) + "\n")
-    return root, collection
+    return root, write_search_data(root, "nq/test.jsonl")
 
 
 def search_args(out: Path, data: Path, *extra: str) -> list[str]:

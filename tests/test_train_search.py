@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from search_support import write_search_data
 from typer.testing import CliRunner
 
 from memtrain.cli import app
@@ -18,13 +19,11 @@ from memtrain.config import load_config
 from memtrain.corpus import open_corpus
 from memtrain.errors import ConfigError
 from memtrain.rollout import read_episodes
-from memtrain.search import render_contents
 from memtrain.trainer.config import TrainConfig
 from memtrain.trainer.train import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "mem1-searchqa-cpu-smollm2.yaml"
-SHARED = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,19 +38,7 @@ def one_torch_thread():
 def data(tmp_path_factory) -> tuple[Path, Path]:
     """nq.jsonl and hotpotqa.jsonl in FlashRAG's form, and the HotpotQA paragraphs as a JSONL collection."""
     root = tmp_path_factory.mktemp("search-train-data")
-    (root / "nq.jsonl").write_text((SHARED / "nq" / "test.head.jsonl").read_text())
-    records = json.loads((SHARED / "hotpotqa" / "hotpot_dev_distractor_v1.head40.json").read_text())
-    with (root / "hotpotqa.jsonl").open("w") as f:
-        for r in records[:8]:
-            f.write(
-                json.dumps({"id": r["_id"], "question": r["question"], "golden_answers": [r["answer"]]})
-                + "\n"
-            )
-    collection = root / "wiki.jsonl"
-    with collection.open("w") as f:
-        for n, (title, sentences) in enumerate(t for r in records for t in r["context"]):
-            f.write(json.dumps({"id": str(n), "contents": render_contents(title, "".join(sentences))}) + "\n")
-    return root, collection
+    return root, write_search_data(root, "nq.jsonl")
 
 
 def settings(tmp: Path, data: tuple[Path, Path], output: str, **more) -> dict:

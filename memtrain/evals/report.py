@@ -639,25 +639,25 @@ def table_markdown(table: Mapping[str, Any]) -> str:
         if row["avg"].get("mean") is not None and row["avg"]["columns"] < len(table["average_over"]):
             avg += f" ({row['avg']['columns']}/{len(table['average_over'])})"
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {avg} |")
+    lines += table_footer(table, header, [c["label"] for c in columns], "Questions")
+    return "\n".join(lines) + "\n"
+
+
+def table_footer(table: Mapping[str, Any], header: str, keys: Sequence[str], unit: str) -> list[str]:
+    """The lines under a merged table: the `unit` scored per cell of each run row (failed calls in
+    brackets; `keys` are the cells' keys, in column order), the run folders, and the paper's source."""
+    lines: list[str] = []
     run_rows = [r for r in table["rows"] if r["source"] == "run"]
     if run_rows:
-        lines += [
-            "",
-            "Questions scored per cell (failed calls in brackets):",
-            "",
-            header.replace(" Avg |", ""),
-            "|---" * (len(columns) + 1) + "|",
-        ]
+        lines += ["", f"{unit} scored per cell (failed calls in brackets):", ""]
+        lines += [header.replace(" Avg |", ""), "|---" * (len(keys) + 1) + "|"]
         for row in run_rows:
-            counts = [
-                f"{cell['n']} ({cell['n_failed']})" if (cell := row["cells"][c["label"]]) else "–"
-                for c in columns
-            ]
+            counts = [f"{c['n']} ({c['n_failed']})" if (c := row["cells"].get(key)) else "–" for key in keys]
             lines.append(f"| {row['label']} | " + " | ".join(counts) + " |")
         lines += ["", "Runs: " + "; ".join(f"`{run}`" for row in run_rows for run in row["runs"])]
     if table.get("paper_source"):
         lines += ["", f"Rows marked *paper* are the published figures: {table['paper_source']}."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def merge_runs(

@@ -35,6 +35,8 @@ from ..search import qa
 from ..search.agent import response_answers
 from . import scoring
 from .report import (
+    MergeFiles,
+    ReportFiles,
     Run,
     _cell_text,
     _colors,
@@ -44,6 +46,7 @@ from .report import (
     _write_jsonl,
     _write_text,
     load_run,
+    table_footer,
 )
 
 TASK = "search-qa"
@@ -280,15 +283,6 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class ReportFiles:
-    results: dict[str, Any]
-    results_json: Path
-    results_md: Path
-    plot: Path
-    scores: Path
-
-
 def write_report(
     run_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -377,14 +371,6 @@ def plot_table(
 # --- several runs: the paper's Table 2 ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MergeFiles:
-    table: dict[str, Any]
-    table_json: Path
-    table_md: Path
-    plot: Path
-
-
 def merged_table(
     run_dirs: Sequence[str | Path],
     *,
@@ -462,18 +448,7 @@ def table_markdown(table: Mapping[str, Any]) -> str:
         if row["avg"].get("mean") is not None and len(row["avg"]["datasets"]) < len(columns):
             avg += f" ({len(row['avg']['datasets'])}/{len(columns)})"
         lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {avg} |")
-    run_rows = [r for r in table["rows"] if r["source"] == "run"]
-    if run_rows:
-        lines += ["", "Episodes scored per cell (failed calls in brackets):", ""]
-        lines += [header.replace(" Avg |", ""), "|---" * (len(columns) + 1) + "|"]
-        for row in run_rows:
-            counts = [
-                f"{c['n']} ({c['n_failed']})" if (c := row["cells"].get(col)) else "–" for col in columns
-            ]
-            lines.append(f"| {row['label']} | " + " | ".join(counts) + " |")
-        lines += ["", "Runs: " + "; ".join(f"`{run}`" for row in run_rows for run in row["runs"])]
-    if table.get("paper_source"):
-        lines += ["", f"Rows marked *paper* are the published figures: {table['paper_source']}."]
+    lines += table_footer(table, header, columns, "Episodes")
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import ConfigError, MemtrainError
 from ..trainer.agent import CallStats, call_seed, reported_generate
 from ..trainer.backends import GenerationBackend, SamplingParams
-from ..trainer.chunking import chat_prompt_ids, chunk_document, encode
+from ..trainer.chunking import chat_prompt_ids, chunk_document, encode, shortest_prefix
 from ..trainer.types import Generation, Trajectory, Turn
 from .qa import episode_score, split_answers
 from .retriever import Hit, SearchBackend
@@ -163,15 +163,9 @@ def stop_after_action(generation: Generation, action: Action, tokenizer: Any) ->
     if action.kind == "invalid" or action.end >= len(generation.text):
         return generation
     ids = generation.completion_ids
-    low, high = 1, len(ids)
-    while low < high:  # the decoded prefix only grows with more tokens
-        middle = (low + high) // 2
-        if len(tokenizer.decode(ids[:middle], skip_special_tokens=True)) >= action.end:
-            high = middle
-        else:
-            low = middle + 1
-    text = tokenizer.decode(ids[:low], skip_special_tokens=True)
-    return Generation(generation.prompt_ids, ids[:low], generation.logprobs[:low], text, "stop")
+    n = shortest_prefix(ids, tokenizer, lambda text: len(text) >= action.end)
+    text = tokenizer.decode(ids[:n], skip_special_tokens=True)
+    return Generation(generation.prompt_ids, ids[:n], generation.logprobs[:n], text, "stop")
 
 
 def format_hits(hits: Sequence[Hit]) -> str:

@@ -70,6 +70,19 @@ def row_problem(row: Mapping[str, Any], default: str | None) -> str:
     return str(problem)
 
 
+def built_before(config: TrainConfig) -> CorpusVersion | None:
+    """The corpus version `corpus` (with `corpus_version`) names when it is data built before, opened; None
+    when `corpus` is the folder a task builds its data in."""
+    from ..corpus import is_version_dir, open_corpus
+
+    if config.corpus_version is None and not is_version_dir(Path(config.corpus)):
+        return None
+    try:
+        return open_corpus(config.corpus, config.corpus_version)
+    except MemtrainError as exc:
+        raise ConfigError(f"corpus: {exc}") from None
+
+
 class Task(ABC):
     """One task; see the module docstring. Subclasses set the class attributes and `training_corpus`."""
 
@@ -187,22 +200,11 @@ class HotpotQATask(Task):
         """A version folder (or `corpus_version`) of instances built before is used as it is; otherwise the
         instances of `max_questions` questions of `data` at `num_docs` documents are built under `corpus`
         (reused when an identical build is there)."""
-        from ..corpus import (
-            MANIFEST_NAME,
-            corpora_in,
-            is_version_dir,
-            list_versions,
-            open_corpus,
-            read_manifest,
-        )
+        from ..corpus import MANIFEST_NAME, corpora_in, is_version_dir, list_versions, read_manifest
         from . import hotpotqa
 
         root = Path(config.corpus)
-        if config.corpus_version is not None or is_version_dir(root):
-            try:
-                corpus = open_corpus(root, config.corpus_version)
-            except MemtrainError as exc:
-                raise ConfigError(f"corpus: {exc}") from None
+        if (corpus := built_before(config)) is not None:
             self._check_instances(corpus, config.num_docs)
             return corpus
         if root.is_dir() and (inside := corpora_in(root)):
@@ -330,16 +332,11 @@ class SearchQATask(Task):
         """A version folder (or `corpus_version`) of episodes built before is used as it is; otherwise the
         training questions of `search_datasets` (from `data`: a folder, or the Hub) are composed into
         episodes under `corpus` (reused when identical)."""
-        from ..corpus import is_version_dir, open_corpus
         from ..search import qa
         from . import searchqa
 
         root = Path(config.corpus)
-        if config.corpus_version is not None or is_version_dir(root):
-            try:
-                corpus = open_corpus(root, config.corpus_version)
-            except MemtrainError as exc:
-                raise ConfigError(f"corpus: {exc}") from None
+        if (corpus := built_before(config)) is not None:
             if corpus.manifest.get("kind") != searchqa.KIND:
                 raise ConfigError(f"corpus: {corpus.path} is not a set of search-QA episodes")
             self._build_index(config)

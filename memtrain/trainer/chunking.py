@@ -8,6 +8,7 @@ not split.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -76,6 +77,19 @@ def chunk_document(text: str, tokenizer: Any, chunk_tokens: int) -> list[Chunk]:
         end = len(text) if b == n else offsets[b][0]
         chunks.append(Chunk(i, start, end, a, b))
     return chunks
+
+
+def shortest_prefix(ids: Sequence[int], tokenizer: Any, reached: Callable[[str], bool]) -> int:
+    """The fewest of `ids` whose decoded text is `reached` (which a longer prefix then is too), found by
+    bisection; ``len(ids)`` when only all of them are (the caller checks that the whole text is)."""
+    low, high = 1, len(ids)
+    while low < high:
+        middle = (low + high) // 2
+        if reached(tokenizer.decode(ids[:middle], skip_special_tokens=True)):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def truncate_tokens(text: str, tokenizer: Any, max_tokens: int) -> str:

@@ -19,6 +19,7 @@ from transformers import (
 from transformers.cache_utils import StaticLayer, StaticSlidingWindowLayer
 from transformers.generation import utils as generation_utils
 
+from ..chunking import shortest_prefix
 from ..types import Generation
 from . import SamplingParams, stop_token_ids
 
@@ -336,18 +337,13 @@ class TransformersBackend:
 
     def _stop_end(self, row: list[int], stop: tuple[str, ...]) -> int | None:
         """The fewest tokens of `row` whose text holds one of `stop` (None: none does)."""
-        text = self.tokenizer.decode(row, skip_special_tokens=True)
-        if not any(s in text for s in stop):
+
+        def holds(text: str) -> bool:
+            return any(s in text for s in stop)
+
+        if not holds(self.tokenizer.decode(row, skip_special_tokens=True)):
             return None
-        low, high = 1, len(row)
-        while low < high:  # a longer prefix holds everything a shorter one does
-            middle = (low + high) // 2
-            prefix = self.tokenizer.decode(row[:middle], skip_special_tokens=True)
-            if any(s in prefix for s in stop):
-                high = middle
-            else:
-                low = middle + 1
-        return low
+        return shortest_prefix(row, self.tokenizer, holds)
 
     def _to_generation(
         self,
