@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import psutil
+from fresh import in_fresh_interpreter
 
 from memtrain import assets
 from memtrain.pipeline.config import PRESETS, CorpusConfig
@@ -99,12 +98,7 @@ def run_one(spec: dict) -> dict:
 
 def measure(spec: dict) -> dict:
     """`run_one(spec)` in a fresh interpreter, so each run's peak RSS and imports are its own."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{spec}: the build failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_fresh_interpreter(__file__, spec)
 
 
 def label(spec: dict) -> str:

@@ -764,6 +764,14 @@ def eval_search_qa_cmd(
         str | None,
         typer.Option(help="Passages for bm25: wiki-18 JSONL/Parquet ({id, contents}) or a memtrain corpus."),
     ] = None,
+    retriever_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait for the retrieval server's answer (default: the client's)."),
+    ] = None,
+    retriever_retries: Annotated[
+        int | None,
+        typer.Option(help="Retries of a dropped connection or a 502/503/504 (default: the client's)."),
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Asset name, Hub id, local folder, .gguf, or a memtrain train output.")
     ] = None,
@@ -808,8 +816,9 @@ def eval_search_qa_cmd(
     )
     spec = SearchQAEval(
         datasets=datasets, data=data, split=split, objectives=objectives, limit=limit,
-        sample_seed=sample_seed, retriever=retriever, collection=collection, model=model, backend=backend,
-        base_url=base_url, tokenizer=tokenizer, device=device, run=run,
+        sample_seed=sample_seed, retriever=retriever, collection=collection,
+        retriever_timeout_s=retriever_timeout_s, retriever_retries=retriever_retries, model=model,
+        backend=backend, base_url=base_url, tokenizer=tokenizer, device=device, run=run,
     )  # fmt: skip
     result = _run_search_eval(spec, out)
     _print_search_result(result)

@@ -4,6 +4,9 @@ wiki-18 collection (where gold paragraphs are findable)."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from test_retriever import HOTPOT_DEV, paragraphs, write_jsonl
@@ -23,3 +26,15 @@ def write_search_data(root: Path, nq: str) -> Path:
             f.write(json.dumps({"id": r["_id"], "question": r["question"], "golden_answers": [r["answer"]]}))
             f.write("\n")
     return write_jsonl(root / "wiki.jsonl", paragraphs(records))
+
+
+@contextmanager
+def serving(httpd) -> Iterator[str]:
+    """`httpd` (an HTTP server bound to 127.0.0.1) serving in a thread; its URL."""
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -19,6 +19,7 @@ from memtrain.config import load_config
 from memtrain.corpus import open_corpus
 from memtrain.errors import ConfigError
 from memtrain.rollout import read_episodes
+from memtrain.tasks.base import get_task
 from memtrain.trainer.config import TrainConfig
 from memtrain.trainer.train import check_config
 
@@ -104,6 +105,14 @@ def test_the_same_episodes_are_reused_and_bad_search_settings_are_refused_in_one
     assert "kept turn(s)" in refused(context_tokens=256)
     assert "4 kept turn(s)" in refused(history="full", max_turns=5, context_tokens=900)
     assert "exact match per objective" in refused(answer_metric="f1")
+    assert "retriever_timeout_s must be a positive number of seconds" in refused(retriever_timeout_s=0)
+    assert "retriever_retries must be a whole number, 0 or more" in refused(retriever_retries=-1)
+    # the HTTP retriever's runtime settings reach the client the task opens (as evaluation opens it)
+    remote = {**settings(tmp, data, "next"), "retriever": "http://127.0.0.1:8000", "retriever_timeout_s": 7.5,
+              "retriever_retries": 1}  # fmt: skip
+    config = load_config(TrainConfig, PRESET, [f"{k}={v}" for k, v in remote.items()])
+    client = get_task("search-qa").configured(config).retriever
+    assert (client.url, client.timeout_s, client.retries) == ("http://127.0.0.1:8000/retrieve", 7.5, 1)
     # the memory agent's rollout command does not take search episodes
     with pytest.raises(ConfigError, match="holds search-QA episodes"):
         read_episodes(tmp / "episodes", 1)

@@ -6,7 +6,9 @@ One call of :func:`evaluate_search_qa` does, in order:
 2. load each benchmark's questions (a local folder of FlashRAG-style files, or the Hub) and compose them
    into `objectives`-question episodes (MEM1's composition), optionally a seeded sample of them;
 3. open the retriever: BM25 over a passage collection in-process (its index built once beside it), or any
-   Search-R1-compatible server by URL (memtrain's ``serve-retriever``, MEM1's e5 server);
+   Search-R1-compatible server by URL (memtrain's ``serve-retriever``, MEM1's e5 server); the run is named
+   after what the hits depend on (`retriever_identity`: the index's content and settings, wherever it is
+   searched from; a foreign server's URL), not after runtime settings such as the HTTP timeout;
 4. run the constant-memory search agent (``memtrain.search.agent``) over every missing episode into the run
    folder, batch by batch (``memtrain.evals.harness``: per-item records, resumable, nothing redone);
 5. score and report (``memtrain.evals.search_report``): ``results.json``, ``results.md``, ``accuracy.png``,
@@ -29,6 +31,8 @@ from ..errors import ConfigError, InputError
 from ..outputs import check_writable_output
 from ..search import qa
 from ..search.agent import SearchAgentConfig, rollout
+from ..search.client import HTTPRetriever, http_settings
+from ..search.retriever import Retriever, backend_identity
 from ..trainer.backends import GenerationBackend, load_backend
 from ..trainer.models import DEFAULT_MODEL
 from . import harness, search_report
@@ -91,6 +95,17 @@ class SearchQAEval:
         default=None,
         metadata={"help": "Passage collection for bm25: wiki-18 JSONL/Parquet or a memtrain corpus."},
     )
+    retriever_timeout_s: float | None = field(
+        default=None,
+        metadata={"help": "HTTP retriever: seconds to wait for an answer (unset: HTTPRetriever's default)."},
+    )
+    retriever_retries: int | None = field(
+        default=None,
+        metadata={
+            "help": "HTTP retriever: retries of a dropped connection or a 502/503/504 (unset: "
+            "HTTPRetriever's default)."
+        },
+    )
     model: str | None = field(default=None, metadata={"help": "Asset name, Hub id, folder or .gguf."})
     backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
     base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
@@ -112,6 +127,7 @@ class SearchQAEval:
             )
         if self.retriever == "bm25" and not Path(self.collection).exists():
             raise ConfigError(f"collection: {self.collection}: no such file or folder")
+        http_settings(self.retriever_timeout_s, self.retriever_retries)
 
 
 @dataclass
@@ -126,30 +142,35 @@ class SearchEvalResult:
 # --- data ---------------------------------------------------------------------------------------------------
 
 
-def open_retriever_for(retriever: str, collection: str | None, log: Callable[[str], None] | None = None):
+def open_retriever_for(
+    retriever: str,
+    collection: str | None,
+    log: Callable[[str], None] | None = None,
+    *,
+    timeout_s: float | None = None,
+    retries: int | None = None,
+):
     """The search backend `retriever` names: ``bm25`` over `collection` in-process (its index built once
-    beside it), or a Search-R1 server's URL."""
+    beside it), or a Search-R1 server's URL, asked with `timeout_s` and `retries` (``None``: the client's
+    defaults). The one way evaluation and training open a retriever."""
+    settings = http_settings(timeout_s, retries)
     if retriever == "bm25":
-        from ..search.retriever import Retriever
-
         return Retriever.open(collection, log=log)
-    from ..search.client import HTTPRetriever
+    return HTTPRetriever(retriever, **settings)
 
-    return HTTPRetriever(retriever)
+
+def retriever_identity(retriever: Any) -> dict[str, Any]:
+    """What a record's retrieved passages depend on: the retriever's own identity (BM25: the index's content
+    and settings, the same in-process and through memtrain's server; another server: its URL), else its
+    type."""
+    return backend_identity(retriever) or {"kind": type(retriever).__name__}
 
 
 def open_retriever(spec: SearchQAEval, log: Callable[[str], None] | None = None):
-    """The search backend and what identifies it (a record's retrieved passages depend on it)."""
-    retriever = open_retriever_for(spec.retriever, spec.collection, log)
-    if spec.retriever == "bm25":
-        identity = {
-            "kind": "bm25",
-            "collection": str(Path(spec.collection).resolve()),
-            "passages": retriever.num_passages,
-            "index": retriever.index.manifest.get("config"),
-        }
-        return retriever, identity
-    return retriever, {"kind": "http", "url": spec.retriever}
+    """The search backend and what identifies it (a server is asked here, before any model loads)."""
+    timeout_s, retries = spec.retriever_timeout_s, spec.retriever_retries
+    retriever = open_retriever_for(spec.retriever, spec.collection, log, timeout_s=timeout_s, retries=retries)
+    return retriever, retriever_identity(retriever)
 
 
 # --- generation ---------------------------------------------------------------------------------------------
@@ -276,7 +297,7 @@ def evaluate_search_qa(
     if retriever is None:
         retriever, retriever_id = open_retriever(spec, log=stage)
     else:
-        retriever_id = {"kind": type(retriever).__name__}
+        retriever_id = retriever_identity(retriever)
     stage(f"loading {model}")
     if backend is None:
         options = {"tokenizer": spec.tokenizer} if spec.backend == "openai" else {"device": spec.device}

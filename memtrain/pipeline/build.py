@@ -4,14 +4,18 @@ Layout under ``OUT/<name>/``::
 
     v<N>/                    finished versions (manifest.json, stats.json, episodes/, passages/)
     .work/<build>/           unfinished episode shards of one build (deleted on success)
-    .cache/passages-<id>/    passage shards + retrieval index, shared by builds that differ only in episodes
+    .cache/passages-<id>/    passage shards, their memory-mapped store (store/) and the retrieval index,
+                             shared by builds that differ only in episodes
     .cache/ner-<model>/      NER results by passage id;  .cache/checksums/: source checksums
 
 Per-shard stages (read → clean → passages) run in worker processes, one source shard each (a lone shard has
-its pages cleaned by the workers). The retrieval index is global. NER batches and the masking and tokenizing
-of episodes (which need only the pivot's entities) run as tasks in the same workers, local processes or Ray
-tasks; this process writes the NER cache and the shards. A finished unit is a file renamed into place, so a
-rerun after any interruption redoes only what is missing and produces byte-identical episodes.
+its pages cleaned by the workers). The passages are then written once more as an uncompressed, memory-mapped
+store (`memtrain.pipeline.store`) that episode assembly reads by index, so no stage holds the passage table
+in memory. The retrieval index is global and queried memory-mapped. Related-passage queries, NER batches and
+the masking and tokenizing of episodes (which need only the pivot's entities) run as tasks in the same
+workers, local processes or Ray tasks; this process writes the NER cache and the shards. A finished unit is
+a file renamed into place, so a rerun after any interruption redoes only what is missing and produces
+byte-identical episodes.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__, assets
+from ..chunks import RULE_VERSION as CHUNK_RULE
 from ..config import to_dict
 from ..corpus import CorpusVersion, list_versions, open_corpus
 from ..errors import InputError
@@ -48,8 +52,9 @@ from .executors import InlineExecutor, RayExecutor, make_executor, resolve_worke
 from .ner import NerCache, recognise_texts, run_ner, worker_pipeline
 from .passages import passage_text, split_article
 from .progress import Reporter
-from .retrieval import build_retriever, load_retriever
+from .retrieval import build_retriever, load_retriever, related_task
 from .schema import EPISODE_SCHEMA, PASSAGE_SCHEMA, SCHEMA_VERSION
+from .store import passage_store
 from .tokens import chunk_bounds, count_tokens, load_tokenizer
 
 PASSAGE_BATCH = 2000
@@ -78,7 +83,12 @@ def build_identity(config: CorpusConfig, source_fingerprint: dict) -> str:
         k: v for k, v in to_dict(config).items() if k not in (*CorpusConfig.RUNTIME_FIELDS, "name", "source")
     }
     payload = json.dumps(
-        {"config": semantic, "source": source_key(source_fingerprint), "schema": SCHEMA_VERSION},
+        {
+            "config": semantic,
+            "source": source_key(source_fingerprint),
+            "schema": SCHEMA_VERSION,
+            "chunker": CHUNK_RULE,
+        },
         sort_keys=True,
         default=str,
     )
@@ -261,27 +271,6 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
     return outputs
 
 
-def load_store(files: list[Path], tokenizer) -> PassageStore:
-    table = pa.concat_tables([pq.read_table(f, memory_map=True) for f in files]) if files else None
-    if table is None or table.num_rows == 0:
-        return PassageStore([], [], np.zeros(0, dtype=np.int64))
-    titles, texts = table["title"].to_pylist(), table["text"].to_pylist()
-    strings = [passage_text(t, x) for t, x in zip(titles, texts, strict=True)]
-    # What a separator costs between two passages: "\n\n" alone is one token, but between a passage's end
-    # and the next title the pre-tokenizer splits it in two.
-    sep = (
-        len(tokenizer("a.\n\nA", add_special_tokens=False)["input_ids"])
-        - len(tokenizer("a.", add_special_tokens=False)["input_ids"])
-        - len(tokenizer("A", add_special_tokens=False)["input_ids"])
-    )
-    return PassageStore(
-        ids=table["passage_id"].to_pylist(),
-        strings=strings,
-        num_tokens=table["num_tokens"].to_numpy().astype(np.int64),
-        separator_tokens=sep,
-    )
-
-
 # --- stage 4: related passages ------------------------------------------------------------------------------
 
 
@@ -300,12 +289,16 @@ def run_related_stage(config, store: PassageStore, work: Path, reporter: Reporte
             shutil.rmtree(folder)
             retriever = None
     if retriever is None:
-        retriever = build_retriever(config.retriever)
-        retriever.index(store.strings)
+        built = build_retriever(config.retriever)
+        built.index(store.strings)
         tmp = work / f".tmp-index-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        retriever.save(tmp)
+        built.save(tmp)
+        del built
         os.replace(tmp, folder)
+        # Queried memory-mapped from its files, as a resumed build does: the build's memory then does not
+        # hold the index, and both runs rank with the same arrays.
+        retriever = load_retriever(config.retriever, folder)
     reporter.advance("related", 1)
     reporter.finish("related")
     return retriever
@@ -388,6 +381,30 @@ def recognise_and_assemble(
     return results, pivot_words + rest_words, pivot_seconds + rest_seconds
 
 
+def find_related(config, retriever, pivots: list[int], store, executor: Executor) -> list[list[int]]:
+    """The `num_related` passages of each pivot, best first: split over the executor's workers (each opens
+    the saved index once, memory-mapped), or in this process when there is one. The same index answers
+    either way, so the result is too."""
+    texts = [store.strings[p] for p in pivots]
+    slots = 1 if isinstance(executor, InlineExecutor) else ner_slots(config, executor)
+    if slots <= 1 or len(pivots) < 2 or retriever.folder is None:
+        return retriever.related(pivots, texts, config.num_related)
+    size = -(-len(pivots) // slots)
+    folder = str(retriever.folder.resolve())  # absolute: Ray workers may run in another directory
+    futures = [
+        executor.submit(
+            related_task,
+            config.retriever,
+            folder,
+            pivots[i : i + size],
+            texts[i : i + size],
+            config.num_related,
+        )
+        for i in range(0, len(pivots), size)
+    ]
+    return [row for future in futures for row in future.result()]
+
+
 def build_episode_shard(config, indices, store, retriever, cache, executor, reporter) -> tuple[list, dict]:
     pending = {i: 0 for i in indices}
     episodes: dict[int, dict] = {}
@@ -396,7 +413,7 @@ def build_episode_shard(config, indices, store, retriever, cache, executor, repo
     while pending:
         order = sorted(pending)
         pivots = [draw_pivot(config.seed, i, pending[i], len(store)) for i in order]
-        related = retriever.related(pivots, [store.strings[p] for p in pivots], config.num_related)
+        related = find_related(config, retriever, pivots, store, executor)
         plans = []
         for i, pivot, rel in zip(order, pivots, related, strict=True):
             plan = plan_episode(
@@ -591,7 +608,19 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
 
     t = time.perf_counter()
     tokenizer = load_tokenizer(config.tokenizer)
-    store = load_store(passage_files, tokenizer)
+    reporter.start("store", total=counts["passages"], unit="passages")
+    written: list[int] = []
+
+    def on_batch(n: int) -> None:
+        written.append(n)
+        reporter.advance("store", n)
+
+    store = passage_store(passage_files, passage_dir / "store", tokenizer, reporter.log, on_batch)
+    if not written:  # an earlier run's store, reused
+        reporter.advance("store", len(store))
+    reporter.finish("store")
+    seconds["store"] = time.perf_counter() - t
+    t = time.perf_counter()
     need = 1 + config.num_related
     if len(store) < need or int(store.num_tokens.sum()) < config.min_tokens:
         tiny = PRESETS["tiny"]

@@ -6,6 +6,9 @@ the passage texts, save/load it, and answer `related(queries, k)` with global pa
 
 from __future__ import annotations
 
+import functools
+from array import array
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -13,9 +16,34 @@ import bm25s
 import numpy as np
 from bm25s.tokenization import Tokenizer
 
+TOKENIZE_BATCH = 10_000  # texts tokenized at a time while indexing
+
+
+def tokenize_stream(
+    tokenizer: Tokenizer, texts: Iterable[str], batch_size: int = TOKENIZE_BATCH
+) -> list[array]:
+    """Token ids of every text, the vocabulary grown as they come (the same ids as one call over all texts),
+    `batch_size` texts at a time so that only their strings are in memory; each text's ids are kept as an
+    ``array("i")``, half a list's memory (bm25s only iterates over them)."""
+    out: list[array] = []
+    batch: list[str] = []
+
+    def flush() -> None:
+        tokens = tokenizer.tokenize(batch, update_vocab=True, return_as="ids", show_progress=False)
+        out.extend(array("i", ids) for ids in tokens)
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    return out
+
 
 class Retriever(Protocol):
-    def index(self, texts: list[str]) -> None: ...
+    def index(self, texts: Iterable[str]) -> None: ...
     @property
     def num_docs(self) -> int: ...
     def save(self, folder: Path) -> None: ...
@@ -28,9 +56,10 @@ class BM25Retriever:
     def __init__(self) -> None:
         self.tokenizer = Tokenizer(stopwords="en")
         self.model = bm25s.BM25()
+        self.folder: Path | None = None  # where it was loaded from (None: built in memory, not saved)
 
-    def index(self, texts: list[str]) -> None:
-        ids = self.tokenizer.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False)
+    def index(self, texts: Iterable[str]) -> None:
+        ids = tokenize_stream(self.tokenizer, texts)
         vocab = self.tokenizer.get_vocab_dict()
         self.model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
 
@@ -45,9 +74,11 @@ class BM25Retriever:
 
     @classmethod
     def load(cls, folder: Path) -> BM25Retriever:
+        """The index saved in `folder`, memory-mapped (its arrays are read as queries touch them)."""
         retriever = cls()
         retriever.model = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
         retriever.tokenizer.load_vocab(str(folder))
+        retriever.folder = Path(folder)
         return retriever
 
     def related(self, query_indices: list[int], query_texts: list[str], k: int) -> list[list[int]]:
@@ -79,3 +110,14 @@ def load_retriever(name: str, folder: Path) -> BM25Retriever:
     if name == "bm25":
         return BM25Retriever.load(folder)
     raise ValueError(f"unknown retriever {name!r}")
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_retriever(name: str, folder: str) -> BM25Retriever:
+    return load_retriever(name, Path(folder))
+
+
+def related_task(name: str, folder: str, query_indices: list[int], query_texts: list[str], k: int):
+    """`related` as a task in a worker process (local or Ray): the saved index in `folder` is opened,
+    memory-mapped, once per process and kept for its later tasks."""
+    return _worker_retriever(name, folder).related(query_indices, query_texts, k)

@@ -90,7 +90,7 @@ EPISODE_SCHEMA = pa.schema(
         pa.field("num_tokens", pa.int32(), nullable=False),  # under `tokenizer`
         pa.field("tokenizer", pa.string(), nullable=False),
         pa.field("chunk_size", pa.int32(), nullable=False),
-        pa.field("chunks", pa.list_(CHUNK_TYPE), nullable=False),  # chunk boundaries at chunk_size tokens
+        pa.field("chunks", pa.list_(CHUNK_TYPE), nullable=False),  # <= chunk_size tokens (memtrain.chunks)
         pa.field("entities", pa.list_(ENTITY_TYPE), nullable=False),  # NER spans in text ([MASK]s excluded)
     ]
 )

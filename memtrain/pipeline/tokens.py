@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import bisect
 import functools
 import os
-import re
 import shutil
 from pathlib import Path
 
 from .. import assets
+from ..chunks import chunk_documents
 from ..errors import ConfigError
-from .schema import MASK
 
 
 @functools.cache
@@ -49,41 +47,13 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
 def chunk_bounds(
     tokenizer, texts: list[str], chunk_size: int, batch_size: int = 16
 ) -> list[tuple[int, list[dict]]]:
-    """Cut each text every `chunk_size` tokens into contiguous character ranges that cover all of it.
+    """Cut each text into chunks of at most `chunk_size` tokens with the one chunker (:mod:`memtrain.chunks`,
+    the agent's: ends at a word start, never inside a `[MASK]`): contiguous character ranges that cover it.
 
-    Returns (number of tokens, chunks) per text. Texts are encoded in batches (the Rust tokenizer encodes a
-    batch in parallel); small batches keep the per-token offsets of only a few long documents in memory.
+    Returns (number of tokens, chunks as the ``chunks`` column stores them) per text; texts are encoded
+    `batch_size` at a time.
     """
-    results = []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start : start + batch_size]
-        encodings = tokenizer(batch, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        results.extend(
-            _cut(text, offsets, chunk_size) for text, offsets in zip(batch, encodings, strict=True)
-        )
-    return results
-
-
-def _cut(text: str, offsets: list[tuple[int, int]], chunk_size: int) -> tuple[int, list[dict]]:
-    """Chunks of `chunk_size` tokens, except that a cut never splits a `[MASK]` (several tokens): such a
-    chunk ends before the token where the `[MASK]` begins."""
-    n = len(offsets)
-    masks = [m.start() for m in re.finditer(re.escape(MASK), text)]
-    chunks = []
-    start = first = 0
-    while first < n:
-        last = min(first + chunk_size, n)
-        if last < n:
-            k = bisect.bisect_left(masks, offsets[last][0]) - 1  # the last [MASK] starting before the cut
-            if k >= 0 and offsets[last][0] < masks[k] + len(MASK):
-                j = last - 1  # back to the token holding the [MASK]'s start (often " ["): it opens the next
-                while j > first and offsets[j][0] > masks[k]:
-                    j -= 1
-                if j > first:  # (else a chunk too short to hold a whole [MASK]: cut where counted)
-                    last = j
-        end = offsets[last][0] if last < n else len(text)
-        chunks.append({"start": start, "end": end, "num_tokens": last - first})
-        start, first = end, last
-    if not chunks:
-        chunks.append({"start": 0, "end": len(text), "num_tokens": 0})
-    return n, chunks
+    return [
+        (chunks[-1].token_end, [chunk.record() for chunk in chunks])
+        for chunks in chunk_documents(tokenizer, texts, chunk_size, batch_size)
+    ]

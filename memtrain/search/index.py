@@ -2,8 +2,9 @@
 
 An index folder (by default ``<collection>.bm25`` beside the collection) holds::
 
-    manifest.json       the collection's files (path, bytes, mtime), passage count, BM25 settings, versions,
-                        and every index file's size and tail checksum
+    manifest.json       the collection's files (path, bytes, mtime), passage count, the sha256 of the passages
+                        (ids and contents, in order), BM25 settings, versions, and every index file's size
+                        and tail checksum
     passages.arrow      the passages (id, contents) as an Arrow IPC file, memory-mapped when searching
     *.index.npy/json    the bm25s index (scores as a sparse matrix, memory-mapped; the vocabulary)
 
@@ -12,12 +13,17 @@ half-built index is never visible. On open it is used when the manifest matches 
 settings, and every file has its recorded size and tail checksum; otherwise (the collection changed, a file
 is missing, truncated or overwritten, the manifest is unreadable) it is rebuilt, and the reason is kept.
 
+`index_identity` is what searching an index depends on, from its manifest: the passages' checksum, their count
+and the BM25 settings, not where the collection lies. The same collection copied elsewhere has the same
+identity; a collection changed in place has another once its index is rebuilt.
+
 Tokenization is the corpus pipeline's (`memtrain.pipeline.retrieval`): lowercase, words of two or more
 letters or digits, English stopwords removed, no stemming.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -100,6 +106,22 @@ def fingerprint(collection: Collection) -> dict:
     return {"kind": collection.kind, "path": str(collection.path), "files": files}
 
 
+def passage_lines(ids: list[str], contents: list[str]) -> bytes:
+    """What the passages' checksum reads of a batch: one JSON ``[id, contents]`` line per passage (so the
+    checksum does not depend on how the passages are batched)."""
+    return "".join(json.dumps([i, c]) + "\n" for i, c in zip(ids, contents, strict=True)).encode()
+
+
+def index_identity(manifest: dict) -> dict:
+    """What an index's hits depend on: its passages' content (their sha256; an index built before memtrain
+    recorded it: the size and tail checksum of its passages file), their count and the BM25 settings."""
+    if manifest.get("passages_sha256"):
+        content = {"passages_sha256": manifest["passages_sha256"]}
+    else:
+        content = {"passages_file": manifest.get("files", {}).get(PASSAGES)}
+    return {"kind": "bm25", "passages": manifest.get("passages"), **content, "config": manifest.get("config")}
+
+
 def _file_records(folder: Path) -> dict:
     records = {}
     for path in sorted(folder.iterdir()):
@@ -156,9 +178,11 @@ def build_index(
         os.chmod(tmp, 0o777 & ~current_umask())
         tokenizer = Tokenizer(stopwords=config.stopwords)
         token_ids: list[array] = []
+        digest = hashlib.sha256()
         with pa.OSFile(str(tmp / PASSAGES), "wb") as sink, pa.ipc.new_file(sink, PASSAGE_SCHEMA) as writer:
             for batch in collection.batches(batch_size):
                 writer.write_batch(pa.record_batch([batch.ids, batch.contents], schema=PASSAGE_SCHEMA))
+                digest.update(passage_lines(batch.ids, batch.contents))
                 tokens = tokenizer.tokenize(
                     batch.contents, update_vocab=True, return_as="ids", show_progress=False
                 )
@@ -178,6 +202,7 @@ def build_index(
             "collection": source,
             "config": asdict(config),
             "passages": int(model.scores["num_docs"]),
+            "passages_sha256": digest.hexdigest(),
             "vocabulary": len(model.vocab_dict),
             "versions": {"memtrain": __version__, "bm25s": bm25s.__version__, "pyarrow": pa.__version__},
             "build_seconds": round(time.monotonic() - started, 3),

@@ -3,7 +3,8 @@
 The index is built the first time a collection is opened and reused afterwards (see `memtrain.search.index`).
 A hit is a passage in the Search-R1/FlashRAG form, ``id`` and ``contents`` (``"Title"\\ntext``), with its BM25
 score. A query that shares no word with any passage finds nothing (as Search-R1's BM25 server), so a result
-may hold fewer than `topk` hits.
+may hold fewer than `topk` hits. A query is searched by its first `MAX_QUERY_CHARS` characters, here and over
+HTTP alike (``memtrain serve-retriever`` refuses longer ones; `HTTPRetriever` cuts them before sending).
 """
 
 from __future__ import annotations
@@ -11,12 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from .collection import BATCH, Collection, open_collection
-from .index import IndexConfig, LoadedIndex, build_index, default_index_dir, index_problem, load_index
+from .index import (
+    IndexConfig,
+    LoadedIndex,
+    build_index,
+    default_index_dir,
+    index_identity,
+    index_problem,
+    load_index,
+)
+
+MAX_QUERY_CHARS = 8192  # a query is searched by its first this many characters (longer ones are cut)
 
 
 @dataclass(frozen=True)
@@ -37,9 +48,17 @@ class Hit:
 
 
 class SearchBackend(Protocol):
-    """Anything that answers a batch of queries with ranked hits: `Retriever`, `HTTPRetriever`."""
+    """Anything that answers a batch of queries with ranked hits: `Retriever`, `HTTPRetriever`. One that also
+    has ``identity() -> dict`` says what its hits depend on (see `backend_identity`)."""
 
     def search(self, queries: list[str], topk: int = 3) -> list[list[Hit]]: ...
+
+
+def backend_identity(backend: Any) -> dict[str, Any] | None:
+    """What `backend`'s hits depend on (the same for the same index, wherever it is searched), or None for a
+    backend that does not say."""
+    identity = getattr(backend, "identity", None)
+    return identity() if callable(identity) else None
 
 
 def check_queries(queries: list[str], topk: int) -> None:
@@ -48,6 +67,11 @@ def check_queries(queries: list[str], topk: int) -> None:
         raise ValueError("queries must be a list of strings")
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ValueError(f"topk must be a positive integer, not {topk!r}")
+
+
+def cut_queries(queries: list[str]) -> list[str]:
+    """`queries` cut to their first `MAX_QUERY_CHARS` characters, as every retriever searches them."""
+    return [q[:MAX_QUERY_CHARS] for q in queries]
 
 
 class Retriever:
@@ -93,13 +117,20 @@ class Retriever:
     def index_dir(self) -> Path:
         return self.index.folder
 
+    def identity(self) -> dict[str, Any]:
+        """What the hits depend on: the indexed passages' content, their count and the BM25 settings (not
+        where the collection or the index lie)."""
+        return index_identity(self.index.manifest)
+
     def search(self, queries: list[str], topk: int = 3) -> list[list[Hit]]:
-        """The `topk` best passages for each query, best first, equal scores in collection order."""
+        """The `topk` best passages for each query, best first, equal scores in collection order; a query is
+        searched by its first `MAX_QUERY_CHARS` characters."""
         check_queries(queries, topk)
         if not queries:
             return []
         tokenizer, model = self.index.tokenizer, self.index.model
-        ids = tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
+        queries = cut_queries(queries)
+        ids = tokenizer.tokenize(queries, update_vocab=False, return_as="ids", show_progress=False)
         k = min(topk, self.num_passages)
         rows, scores = model.retrieve(ids, k=k, show_progress=False, n_threads=0)
         out = []

@@ -3,24 +3,28 @@
 ``POST /retrieve`` with ``{"queries": [...], "topk": 3, "return_scores": true}`` is answered
 ``{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}``, one list per query, best first;
 without ``return_scores`` each list holds the documents themselves (``{"id", "contents"}``), as Search-R1's
-``retrieval_server.py`` answers. ``topk`` defaults to 3. ``GET /health`` says how many passages are served.
+``retrieval_server.py`` answers. ``topk`` defaults to 3. ``GET /health`` says how many passages are served;
+``GET /info`` answers ``{"identity", "passages", "limits"}``: what the served index's hits depend on (its
+`backend_identity`, the same for the same index on any port; null for a backend that does not say) and the
+request limits, which `HTTPRetriever` keeps its requests within.
 
 Sockets are handled as ``memtrain serve`` handles them (`memtrain.trainer.serve`): a deep listen backlog, one
 thread per connection, a lingering close, quiet about clients that hang up. Every malformed request is
 answered ``400`` with a JSON error ``{"error": {"message", "type", "code"}}`` saying what is wrong (``404``,
 ``405``, ``411``, ``413`` for a wrong route, method, a chunked or a too-large body). Bounds (body bytes,
-queries per request, ``topk``, query length) are in `ServerLimits`; at most `ServerLimits.concurrent_searches`
-searches run at once (each allocates 12 bytes per passage), the others wait their turn.
+queries per request, ``topk``) are in `ServerLimits`, a query's length is `MAX_QUERY_CHARS` (the one every
+retriever searches); at most `ServerLimits.concurrent_searches` searches run at once (each allocates 12 bytes
+per passage), the others wait their turn.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..trainer.serve import JSONHandler, JSONServer, RequestError, _integer, _shown
-from .retriever import Hit, SearchBackend
+from .retriever import MAX_QUERY_CHARS, Hit, SearchBackend, backend_identity
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,6 @@ class ServerLimits:
     max_queries: int = field(default=1024, metadata={"help": "Queries in one request."})
     topk_max: int = field(default=100, metadata={"help": "The largest topk a request may ask for."})
     default_topk: int = field(default=3, metadata={"help": "topk when a request gives none (Search-R1's)."})
-    max_query_chars: int = field(default=8192, metadata={"help": "Characters in one query."})
     concurrent_searches: int = field(default=4, metadata={"help": "Searches running at once."})
 
 
@@ -60,11 +63,10 @@ def parse_retrieve(body: Any, limits: ServerLimits) -> RetrieveRequest:
         raise RequestError(f"queries must be a list of strings; query {bad} is {_shown(queries[bad])}")
     if len(queries) > limits.max_queries:
         raise RequestError(f"at most {limits.max_queries} queries per request, not {len(queries)}")
-    long = next((k for k, q in enumerate(queries) if len(q) > limits.max_query_chars), None)
+    long = next((k for k, q in enumerate(queries) if len(q) > MAX_QUERY_CHARS), None)
     if long is not None:
         raise RequestError(
-            f"query {long} has {len(queries[long]):,} characters; "
-            f"at most {limits.max_query_chars:,} are searched"
+            f"query {long} has {len(queries[long]):,} characters; at most {MAX_QUERY_CHARS:,} are searched"
         )
     topk = _integer(
         body, "topk", limits.default_topk, 1, limits.topk_max, f"an integer from 1 to {limits.topk_max}"
@@ -118,9 +120,14 @@ def make_server(
 ) -> RetrievalServer:
     """A retrieval HTTP server (not yet serving: call ``serve_forever``); ``port=0`` picks a free port."""
     passages = getattr(backend, "num_passages", None)
+    info = {
+        "identity": backend_identity(backend),
+        "passages": passages,
+        "limits": {**asdict(limits), "max_query_chars": MAX_QUERY_CHARS},
+    }
 
     class Handler(JSONHandler):
-        routes = "POST /retrieve, GET /health"
+        routes = "POST /retrieve, GET /health, GET /info"
         max_body_bytes = limits.max_body_bytes
         size_format = ","
         server: RetrievalServer
@@ -131,6 +138,8 @@ def make_server(
                     self._reply(
                         200, {"status": "ok", "passages": passages, "requests": dict(self.server.counts)}
                     )
+            elif self._route() == "/info":
+                self._reply(200, info)
             else:
                 self._error(404, f"no route GET {self.path}: {self.routes}")
 

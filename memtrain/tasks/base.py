@@ -285,6 +285,7 @@ class SearchQATask(Task):
     def check(self, config: TrainConfig) -> None:
         from ..search import qa
         from ..search.agent import SearchAgentConfig
+        from ..search.client import http_settings
 
         super().check(config)
         if not config.corpus:
@@ -306,6 +307,7 @@ class SearchQATask(Task):
             raise ConfigError(
                 f"retriever: {config.retriever!r}; give bm25 or a server URL (http://host:port)"
             )
+        http_settings(config.retriever_timeout_s, config.retriever_retries)
         SearchAgentConfig(**self.agent_settings(config))  # its own checks, one line each
         if config.answer_metric != "em":
             raise ConfigError(
@@ -361,16 +363,22 @@ class SearchQATask(Task):
         """The BM25 index built here, in the one process that prepares the data, so that every training
         process only loads it (`configured`)."""
         if config.retriever == "bm25":
-            from ..search.retriever import Retriever
+            SearchQATask.open_retriever(config)
 
-            Retriever.open(config.collection)
-
-    def configured(self, config: TrainConfig) -> SearchQATask:
+    @staticmethod
+    def open_retriever(config: TrainConfig) -> Any:
+        """The retriever `config` names, opened as evaluation opens it (`open_retriever_for`)."""
         from ..evals.searchqa import open_retriever_for
 
-        return SearchQATask(
-            open_retriever_for(config.retriever, config.collection), self.agent_settings(config)
+        return open_retriever_for(
+            config.retriever,
+            config.collection,
+            timeout_s=config.retriever_timeout_s,
+            retries=config.retriever_retries,
         )
+
+    def configured(self, config: TrainConfig) -> SearchQATask:
+        return SearchQATask(self.open_retriever(config), self.agent_settings(config))
 
     def rollout(
         self, episodes: Sequence[Mapping[str, Any]], backend: Any, config: Any, **kwargs

@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..chunks import RULE_VERSION
 from ..corpus import CorpusVersion, file_sha256, list_versions, open_corpus, short_reason
 from ..errors import ConfigError, InputError, MemtrainError
 from ..io import atomic_path, exclusive_lock, write_json_atomic
@@ -941,6 +942,7 @@ def build_instances(
     unit_payload = {
         "builder": BUILDER_VERSION,
         "schema": SCHEMA_VERSION,
+        "chunker": RULE_VERSION,
         "seed": int(seed),
         "questions": questions_digest(questions),
         "pool": pool.digest,
@@ -1319,6 +1321,7 @@ def build_memagent_instances(
         unit_payload = {
             "builder": BUILDER_VERSION,
             "schema": SCHEMA_VERSION,
+            "chunker": RULE_VERSION,
             "memagent": True,
             "questions": questions_digest(questions) if questions is not None else None,
             "tokenizer": tokenizer,

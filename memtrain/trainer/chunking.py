@@ -1,82 +1,29 @@
 """Token budgets: chunk a document, cut memory, and assemble every prompt within the per-call budget.
 
-All counts are tokens of the *agent model's* tokenizer. A document is encoded once; chunks are consecutive
-runs of its tokens, so every document token lies in exactly one chunk and the chunk texts concatenate back to
-the document. Chunk ends are moved back (a little) to a token that starts a word, so words and ``[MASK]`` are
-not split.
+All counts are tokens of the *agent model's* tokenizer. Documents are chunked by :mod:`memtrain.chunks` (the
+one chunker, which the corpus's stored ``chunks`` also come from): a document is encoded once; chunks are
+consecutive runs of its tokens, so every document token lies in exactly one chunk and the chunk texts
+concatenate back to the document. Chunk ends are moved back (a little) to a token that starts a word, so words
+and ``[MASK]`` are not split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..errors import ConfigError, MemtrainError
+# The one chunker lives in memtrain.chunks (the corpus cuts its stored chunks with it too); re-exported here.
+from ..chunks import WORD_BOUNDARY_LOOKBACK as WORD_BOUNDARY_LOOKBACK
+from ..chunks import Chunk as Chunk
+from ..chunks import chunk_document as chunk_document
+from ..errors import MemtrainError
 from . import prompts
-
-# How far (in tokens) a chunk end may move back to land on a word start.
-WORD_BOUNDARY_LOOKBACK = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Tokens ``[token_start, token_end)`` of the document; characters ``[start, end)`` of its text."""
-
-    index: int
-    start: int
-    end: int
-    token_start: int
-    token_end: int
-
-    @property
-    def num_tokens(self) -> int:
-        return self.token_end - self.token_start
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of plain text, without special tokens."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _starts_word(text: str, char_start: int) -> bool:
-    return char_start == 0 or text[char_start].isspace() or text[char_start - 1].isspace()
-
-
-def chunk_document(text: str, tokenizer: Any, chunk_tokens: int) -> list[Chunk]:
-    """Split `text` into chunks of at most `chunk_tokens` tokens that together cover every token once.
-
-    An empty document gives one empty chunk, so that the agent still makes one update turn.
-    """
-    if chunk_tokens < 1:
-        raise ConfigError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offsets: list[tuple[int, int]] = [tuple(o) for o in encoding["offset_mapping"]]
-    n = len(offsets)
-    if n == 0:
-        return [Chunk(0, 0, len(text), 0, 0)]
-
-    def clean(b: int) -> bool:  # a token boundary that is also a character boundary (not inside a UTF-8 char)
-        return offsets[b - 1][1] <= offsets[b][0]
-
-    boundaries = [0]
-    while n - boundaries[-1] > chunk_tokens:
-        limit = boundaries[-1] + chunk_tokens
-        floor = max(boundaries[-1] + 1, limit - WORD_BOUNDARY_LOOKBACK)
-        candidates = range(limit, floor - 1, -1)
-        cut = next((b for b in candidates if clean(b) and _starts_word(text, offsets[b][0])), None)
-        if cut is None:
-            cut = next((b for b in candidates if clean(b)), limit)
-        boundaries.append(cut)
-    boundaries.append(n)
-
-    chunks = []
-    for i, (a, b) in enumerate(zip(boundaries, boundaries[1:], strict=False)):
-        start = 0 if a == 0 else offsets[a][0]
-        end = len(text) if b == n else offsets[b][0]
-        chunks.append(Chunk(i, start, end, a, b))
-    return chunks
 
 
 def shortest_prefix(ids: Sequence[int], tokenizer: Any, reached: Callable[[str], bool]) -> int:

@@ -125,6 +125,20 @@ class TrainConfig:
     collection: str | None = field(
         default=None, metadata={"help": "search-qa: passages for bm25 (wiki-18 JSONL/Parquet, a corpus)."}
     )
+    retriever_timeout_s: float | None = field(
+        default=None,
+        metadata={
+            "help": "search-qa: seconds to wait for an HTTP retriever's answer (unset: HTTPRetriever's "
+            "default)."
+        },
+    )
+    retriever_retries: int | None = field(
+        default=None,
+        metadata={
+            "help": "search-qa: retries of an HTTP retriever's dropped connection or 502/503/504 (unset: "
+            "HTTPRetriever's default)."
+        },
+    )
     max_turns: int = field(default=6, metadata={"help": "search-qa: turns per trajectory (MEM1: 6)."})
     observation_tokens: int = field(
         default=1000, metadata={"help": "search-qa: search results longer than this are cut (MEM1: 1,000)."}
