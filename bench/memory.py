@@ -14,7 +14,7 @@ cache, so that build's episode stage shows what the episode stage itself holds (
 still carries the heap the index build grew). The growth per stage between the smallest and the largest
 collection, per million passages, is what the full dump extrapolates from (docs/scaling.md).
 
-    python bench/memory.py [--sizes 1,4,16] [--episodes 8] [--preset tiny]
+    python bench/memory.py [--sizes 1,4,16] [--episodes 8] [--preset tiny] [--index-shard-passages N]
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def run_one(spec: dict) -> dict:
     """One build as `spec` says (source, episodes, preset, seed) into `spec["out"]`, in this process."""
     from memtrain.pipeline.build import build_corpus
     from memtrain.pipeline.progress import Reporter
+    from memtrain.pipeline.retrieval import index_folder
 
     sampler = StageSampler()
 
@@ -94,6 +95,7 @@ def run_one(spec: dict) -> dict:
         "workers": 1,
         "source": spec["source"],
         "seed": spec["seed"],
+        "index_shard_passages": spec["index_shard_passages"],
     }
     config = CorpusConfig(**{**PRESETS[spec["preset"]], **overrides})
     sampler.start()
@@ -103,12 +105,15 @@ def run_one(spec: dict) -> dict:
     sampler.done.set()
     sampler.sample()
     cache = next((Path(spec["out"]) / config.name / ".cache").glob("passages-*"))
-    folders = {"store": cache / "store", "index": cache / f"index-{config.retriever}"}
+    index = index_folder(cache, config.retriever, config.index_shard_passages)
+    folders = {"store": cache / "store", "index": index}
     return {
         "wall_s": wall,
         "passages": result.summary["passages"],
         "peaks_kib": sampler.peaks,
-        "disk_bytes": {k: sum(f.stat().st_size for f in v.iterdir()) for k, v in folders.items()},
+        "disk_bytes": {
+            k: sum(f.stat().st_size for f in v.rglob("*") if f.is_file()) for k, v in folders.items()
+        },
         "related_qps": query_rate(config, folders["store"], folders["index"]),
     }
 
@@ -116,10 +121,10 @@ def run_one(spec: dict) -> dict:
 def query_rate(config: CorpusConfig, store_dir: Path, index_dir: Path, queries: int = 64) -> float:
     """Related-passage queries per second on the finished index (memory-mapped, one thread), for the first
     `queries` passages as pivots."""
-    from memtrain.pipeline.retrieval import load_retriever
+    from memtrain.pipeline.retrieval import load_index
     from memtrain.pipeline.store import open_store
 
-    store, retriever = open_store(store_dir), load_retriever(config.retriever, index_dir)
+    store, retriever = open_store(store_dir), load_index(config.retriever, index_dir)
     pivots = list(range(min(queries, len(store))))
     start = time.perf_counter()
     retriever.related(pivots, [store.strings[p] for p in pivots], config.num_related)
@@ -142,6 +147,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,4,16", help="copies of the excerpt, comma-separated")
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    parser.add_argument(
+        "--index-shard-passages", type=int, default=0, help="BM25 index shards of N passages (0: one index)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one build, JSON on stdout
     args = parser.parse_args()
     if args.one:
@@ -154,7 +162,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(tmp) / f"excerpt-x{copies}.jsonl"
             make_source(copies, source)
-            spec = {"source": str(source), "episodes": args.episodes, "preset": args.preset, "out": tmp}
+            spec = {
+                "source": str(source),
+                "episodes": args.episodes,
+                "preset": args.preset,
+                "out": tmp,
+                "index_shard_passages": args.index_shard_passages,
+            }
             full = measure({**spec, "seed": 0})
             # other episodes from the same passages: store and index come from the cache, so this process's
             # episode stage holds nothing the index build left on its heap

@@ -88,6 +88,9 @@ def run_one(spec: dict) -> dict:
         + own.ru_stime
         + max(children.ru_utime + children.ru_stime, sum(sampler.cpu.values())),
         "ner_s": summary["seconds"]["ner"],
+        "stage_s": summary["seconds"],
+        "words": summary["words"],
+        "passages": summary["passages"],
         "ner_words": summary["ner_words"],
         "episodes": summary["episodes"],
         "rss_main_mib": own.ru_maxrss / 1024,
@@ -150,6 +153,33 @@ def main() -> None:
             flush=True,
         )
     print(f"\n{first['episodes']} episodes, {first['ner_words']:,.0f} words recognised per build")
+    print_stage_costs(first, label(specs[0]))
+
+
+# The full English dump and the paper's corpus (docs/scaling.md): words and passages read, episodes built, and
+# the words NER must recognise (~4M distinct passages of ~100 words).
+FULL_DUMP = {"words": 4.5e9, "passages": 21e6, "episodes": 30_000, "ner_words": 4e8}
+
+
+def print_stage_costs(r: dict, run: str) -> None:
+    """Each stage's seconds in run `r`, per unit of what it scales with, and extrapolated to the full dump (in
+    core-hours: the seconds of a one-process run are core-seconds)."""
+    units = {
+        "read+clean+passages": ("words", 1e6, "s per million words read"),
+        "store": ("passages", 1e6, "s per million passages"),
+        "related": ("passages", 1e6, "s per million passages (index build)"),
+        "ner": ("ner_words", 1e6, "s per million words recognised"),
+        "episodes": ("episodes", 1e3, "s per thousand episodes (planning, queries, masking)"),
+    }
+    full = "extrapolated to 4.5e9 words, 21M passages, 30k episodes"
+    print(f"\nper-stage cost, {run} ({full})")
+    for stage, seconds in r["stage_s"].items():
+        if stage not in units:
+            continue
+        key, per, what = units[stage]
+        rate = seconds / r[key] * per
+        hours = seconds / r[key] * FULL_DUMP[key] / 3600
+        print(f"  {stage:<22}{seconds:>8.1f} s  {rate:>10.2f} {what:<52} full dump ~{hours:,.1f} core-h")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from memtrain.errors import ConfigError, InputError
+from memtrain.errors import ConfigError, InputError, MemtrainError
 from memtrain.evals import scoring, search_report
 from memtrain.search import qa
 from memtrain.search.agent import response_answers
@@ -127,3 +127,29 @@ def test_a_bad_question_record_is_one_error_naming_the_file_and_the_record(tmp_p
     with pytest.raises(InputError, match=message) as info:
         qa.load_questions(path, "nq")
     assert str(path) in str(info.value)
+
+
+def test_the_hub_loader_reads_a_repository_laid_out_as_flashrags(tmp_path, monkeypatch):
+    """The Hub code path (`datasets` configs named after benchmarks, split test → dev → train) on a local copy
+    of FlashRAG_datasets' layout: a README declaring each benchmark's files, as the Hub repository does."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    repo = tmp_path / "FlashRAG_datasets"
+    lines = NQ.read_text().splitlines()
+    (repo / "nq").mkdir(parents=True)
+    (repo / "nq" / "test.jsonl").write_text("\n".join(lines[:10]) + "\n")
+    (repo / "nq" / "train.jsonl").write_text("\n".join(lines[10:]) + "\n")
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: nq\n  data_files:\n"
+        "  - split: train\n    path: nq/train.jsonl\n  - split: test\n    path: nq/test.jsonl\n---\n"
+    )
+    test = qa.load_hub(str(repo), "nq")  # no split asked for: test comes first
+    assert test == qa.load_questions(NQ, "nq")[:10]
+    assert test[0].golden_answers == tuple(json.loads(lines[0])["golden_answers"])
+    assert len(qa.load_hub(str(repo), "nq", split="train")) == 7
+    with pytest.raises(MemtrainError, match="cannot list the splits of 'popqa'"):
+        qa.load_hub(str(repo), "popqa")
+    assert any((tmp_path / "cache").iterdir())  # the datasets cache of this test, not the user's

@@ -35,6 +35,8 @@ def test_store_returns_the_in_memory_tables_passages(built, tiny_corpus_config):
     assert [store.strings[i] for i in rows] == [documents[i] for i in rows]  # lookups across chunk edges
     assert [store.ids[np.int64(i)] for i in rows] == [ids[i] for i in rows]
     assert store.strings[-1] == documents[-1] and store.ids[2:5] == ids[2:5]
+    assert list(store.strings.iter_range(1990, 4010)) == documents[1990:4010]  # across two chunk edges
+    assert list(store.strings.iter_range(0, len(ids) + 5)) == documents
     with pytest.raises(IndexError):
         store.strings[len(ids)]
     assert np.array_equal(store.num_tokens, table["num_tokens"].to_numpy())

@@ -52,7 +52,7 @@ from .executors import InlineExecutor, RayExecutor, make_executor, resolve_worke
 from .ner import NerCache, recognise_texts, run_ner, worker_pipeline
 from .passages import passage_text, split_article
 from .progress import Reporter
-from .retrieval import build_retriever, load_retriever, related_task
+from .retrieval import build_index, index_folder, load_index, related_task
 from .schema import EPISODE_SCHEMA, PASSAGE_SCHEMA, SCHEMA_VERSION
 from .store import passage_store
 from .tokens import chunk_bounds, count_tokens, load_tokenizer
@@ -275,31 +275,32 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
 
 
 def run_related_stage(config, store: PassageStore, work: Path, reporter: Reporter):
-    folder = work / f"index-{config.retriever}"
-    reporter.start("related", total=1, unit="index")
+    """The retrieval index of the passages in `work`: the cached one when it is intact, else built (one index,
+    or shards of `index_shard_passages`; an interrupted sharded build keeps its finished shards)."""
+    per_shard = config.index_shard_passages
+    folder = index_folder(work, config.retriever, per_shard)
+    shards = max(1, -(-len(store) // per_shard)) if per_shard else 1
+    reporter.start("related", total=shards, unit="index shards" if per_shard else "index")
     retriever = None
     if folder.exists():
         try:
-            retriever = load_retriever(config.retriever, folder)
+            retriever = load_index(config.retriever, folder)
             if retriever.num_docs != len(store):
                 raise ValueError(f"it indexes {retriever.num_docs} passages, not {len(store)}")
+            reporter.advance("related", shards)
         except (OSError, ValueError, KeyError) as exc:
             reason = " ".join(str(exc).split())[:120]
             reporter.log(f"warning: {folder}: damaged cached index ({reason}); rebuilding it")
             shutil.rmtree(folder)
             retriever = None
     if retriever is None:
-        built = build_retriever(config.retriever)
-        built.index(store.strings)
-        tmp = work / f".tmp-index-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        built.save(tmp)
-        del built
-        os.replace(tmp, folder)
+        build_index(
+            config.retriever, store.strings.iter_range, len(store), folder, per_shard,
+            on_shard=lambda done, total: reporter.advance("related", 1),
+        )  # fmt: skip
         # Queried memory-mapped from its files, as a resumed build does: the build's memory then does not
         # hold the index, and both runs rank with the same arrays.
-        retriever = load_retriever(config.retriever, folder)
-    reporter.advance("related", 1)
+        retriever = load_index(config.retriever, folder)
     reporter.finish("related")
     return retriever
 

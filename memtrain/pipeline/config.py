@@ -53,6 +53,15 @@ class CorpusConfig:
     )
     chunk_size: int = field(default=5120, metadata={"help": "Chunk size in tokens (paper: 5120)."})
     retriever: str = field(default="bm25", metadata={"help": "Related-passage retriever: 'bm25' (bm25s)."})
+    index_shard_passages: int = field(
+        default=0,
+        metadata={
+            "help": "0: one BM25 index over all passages. N: shards of N consecutive passages, each its own "
+            "index with its own statistics, built one after another (a build then holds one shard's index in "
+            "memory, ~2.6 GiB per million passages) and queried together. For collections too large to index "
+            "at once (full Wikipedia: e.g. 4000000)."
+        },
+    )
     ner_model: str = field(
         default="en_core_web_sm",
         metadata={"help": "spaCy pipeline: the en_core_web_sm asset, an installed package name, or a path."},
@@ -114,7 +123,7 @@ class CorpusConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("num_related", "num_random", "workers", "seed"):
+        for key in ("num_related", "num_random", "workers", "seed", "index_shard_passages"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
         if self.ner_processes is not None:

@@ -67,6 +67,18 @@ class MappedColumn(Sequence):
         for chunk in self.chunks:
             yield from chunk.to_pylist()
 
+    def iter_range(self, start: int, stop: int) -> Iterator[str]:
+        """Items ``start … stop - 1`` in order, converted a chunk at a time."""
+        stop = min(stop, len(self))
+        row = max(start, 0)
+        chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
+        while row < stop:
+            local = row - int(self.starts[chunk])
+            take = min(len(self.chunks[chunk]) - local, stop - row)
+            yield from self.chunks[chunk].slice(local, take).to_pylist()
+            row += take
+            chunk += 1
+
 
 def separator_tokens(tokenizer) -> int:
     """What the ``"\\n\\n"`` between two passages costs in tokens: alone it is one token, but between a

@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import bm25s
-import numpy as np
 import pyarrow as pa
 from bm25s.tokenization import Tokenized, Tokenizer
 
@@ -44,6 +43,8 @@ from .. import __version__
 from ..corpus import tail_sha256
 from ..errors import InputError
 from ..io import current_umask, write_json_atomic
+from ..pipeline.retrieval import tokenize_ids
+from ..pipeline.store import MappedColumn
 from .collection import BATCH, Collection
 
 FORMAT = 1  # of the index folder; a folder of another format is rebuilt
@@ -76,20 +77,16 @@ class LoadedIndex:
     passages: pa.Table  # one chunk per record batch written
 
     def __post_init__(self) -> None:
-        lengths = [len(chunk) for chunk in self.passages.column("id").chunks]
-        self.starts = np.cumsum([0, *lengths[:-1]])  # the row number of each chunk's first passage
+        self.ids = MappedColumn(self.passages.column("id"))
+        self.contents = MappedColumn(self.passages.column("contents"))
 
     @property
     def num_passages(self) -> int:
         return self.passages.num_rows
 
     def passage(self, row: int) -> tuple[str, str]:
-        """The id and contents of passage `row`, read from its chunk alone (``Table.take`` would first
-        concatenate the whole column into memory)."""
-        chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
-        local = row - int(self.starts[chunk])
-        ids, contents = self.passages.column("id").chunk(chunk), self.passages.column("contents").chunk(chunk)
-        return ids[local].as_py(), contents[local].as_py()
+        """The id and contents of passage `row`, read from its chunk alone."""
+        return self.ids[row], self.contents[row]
 
 
 def default_index_dir(collection: Collection) -> Path:
@@ -183,10 +180,7 @@ def build_index(
             for batch in collection.batches(batch_size):
                 writer.write_batch(pa.record_batch([batch.ids, batch.contents], schema=PASSAGE_SCHEMA))
                 digest.update(passage_lines(batch.ids, batch.contents))
-                tokens = tokenizer.tokenize(
-                    batch.contents, update_vocab=True, return_as="ids", show_progress=False
-                )
-                token_ids += [array("i", ids) for ids in tokens]  # half a list's memory; bm25s only iterates
+                token_ids += tokenize_ids(tokenizer, batch.contents)
                 if log:
                     log(f"read and tokenized {len(token_ids):,} passages")
         if not token_ids:
