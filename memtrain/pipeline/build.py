@@ -26,7 +26,6 @@ import datetime
 import functools
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -48,7 +47,7 @@ from . import read
 from .clean import clean_page
 from .config import PRESETS, CorpusConfig
 from .episodes import PassageStore, Plan, Rejection, draw_pivot, entity_spans, mask_episode, plan_episode
-from .executors import InlineExecutor, RayExecutor, make_executor, resolve_workers
+from .executors import make_executor, resolve_workers
 from .ner import NerCache, recognise_texts, run_ner, worker_pipeline
 from .passages import passage_text, split_article
 from .progress import Reporter
@@ -56,6 +55,7 @@ from .retrieval import build_index, index_folder, load_index, related_task
 from .schema import EPISODE_SCHEMA, PASSAGE_SCHEMA, SCHEMA_VERSION
 from .store import passage_store
 from .tokens import chunk_bounds, count_tokens, load_tokenizer
+from .units import is_finished, publish_version, remove_temporaries, source_key, unit_stats
 
 PASSAGE_BATCH = 2000
 
@@ -69,12 +69,6 @@ class BuildResult:
 
 def resolve_source(config: CorpusConfig) -> str:
     return config.source if config.source else str(assets.fetch("enwiki-excerpt"))
-
-
-def source_key(source_fingerprint: dict):
-    """The source's identity: its files' checksums (a hub dataset without files: the whole fingerprint)."""
-    files = source_fingerprint.get("files") or []
-    return [f.get("sha256") for f in files] if files else source_fingerprint
 
 
 def build_identity(config: CorpusConfig, source_fingerprint: dict) -> str:
@@ -199,43 +193,6 @@ def absolute(shard: read.SourceShard) -> read.SourceShard:
     return dataclasses.replace(shard, path=str(path.resolve())) if path.exists() else shard
 
 
-def unit_stats(parquet: Path) -> dict:
-    """Stats of a finished unit (a Parquet file and its JSON), with what a later run checks it against."""
-    return {"rows": pq.ParquetFile(parquet).metadata.num_rows, "sha256": assets.sha256_file(parquet)}
-
-
-def is_finished(parquet: Path, reporter: Reporter) -> bool:
-    """A unit is finished when its Parquet file and stats exist and the file is the one the stats describe.
-
-    A damaged unit (truncated, bytes flipped, stats not JSON) is memtrain's own cache: it is removed and
-    rebuilt, with a warning, instead of being read as good.
-    """
-    stats_file = parquet.with_suffix(".json")
-    if not (parquet.exists() and stats_file.exists()):
-        return False
-    problem = None
-    try:
-        stats = json.loads(stats_file.read_text())
-        rows = pq.ParquetFile(parquet).metadata.num_rows
-        expected = stats.get("file") if isinstance(stats, dict) else None
-        if not isinstance(stats, dict):
-            problem = "its stats file is not what memtrain writes"
-        elif expected is None:
-            pass  # written before units carried their checksum: a readable footer is all there is to check
-        elif assets.sha256_file(parquet) != expected.get("sha256"):
-            problem = "its checksum does not match"
-        elif rows != expected.get("rows"):
-            problem = "its row count does not match"
-    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
-        problem = f"it cannot be read ({' '.join(str(exc).split())[:120]})"
-    if problem is None:
-        return True
-    reporter.log(f"warning: {parquet}: damaged cached shard ({problem}); rebuilding it")
-    parquet.unlink(missing_ok=True)
-    stats_file.unlink(missing_ok=True)
-    return False
-
-
 def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     outputs = [folder / f"shard-{i:05d}.parquet" for i in range(len(shards))]
@@ -252,7 +209,7 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
         with make_executor("local", workers if len(todo) == 1 else 1) as pool:
             for i in todo:
                 on_page = functools.partial(reporter.advance, "read")
-                clean_pool = None if isinstance(pool, InlineExecutor) else pool
+                clean_pool = pool if pool.slots() > 1 else None
                 stats = process_shard(shards[i], *args, str(outputs[i]), on_page, clean_pool)
                 write_json_atomic(outputs[i].with_suffix(".json"), {**stats, "file": unit_stats(outputs[i])})
                 reporter.advance("read", stats["pages"] % 100)
@@ -337,9 +294,7 @@ def mask_batch(
 def ner_slots(config: CorpusConfig, executor: Executor) -> int:
     """How many NER tasks `executor` runs at once: the local workers, or the Ray cluster's CPUs (asked each
     round, so an autoscaled cluster is used) per `ner_cpus_per_worker`."""
-    if isinstance(executor, RayExecutor):
-        return max(1, executor.cpus() // config.ner_cpus_per_worker)
-    return resolve_workers(config.workers)
+    return executor.slots(config.ner_cpus_per_worker)
 
 
 def recognise_and_assemble(
@@ -387,7 +342,7 @@ def find_related(config, retriever, pivots: list[int], store, executor: Executor
     the saved index once, memory-mapped), or in this process when there is one. The same index answers
     either way, so the result is too."""
     texts = [store.strings[p] for p in pivots]
-    slots = 1 if isinstance(executor, InlineExecutor) else ner_slots(config, executor)
+    slots = executor.slots()
     if slots <= 1 or len(pivots) < 2 or retriever.folder is None:
         return retriever.related(pivots, texts, config.num_related)
     size = -(-len(pivots) // slots)
@@ -493,46 +448,7 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
     return outputs, ner_seconds
 
 
-# --- stage 7: the versioned output ----------------------------------------------------------------------
-
-
-def publish_version(
-    root: Path, passage_files, episode_files, manifest: dict, stats: dict, started: float | None = None
-) -> Path:
-    """Assemble `v<N>` from copies of the shards, with each copy's sha256, size and rows in the manifest.
-
-    With `started` (a `time.perf_counter()` value), the write stage's time up to the manifest (copies and
-    checksums, nearly all of it) is recorded in the manifest's stages and in the stats."""
-    from ..corpus import reflink_or_copy, shard_record
-
-    version = max(list_versions(root), default=0) + 1
-    tmp = root / f".v{version}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "episodes").mkdir(parents=True)
-        (tmp / "passages").mkdir()
-        files: dict[str, list[str]] = {"episodes": [], "passages": []}
-        checksums: dict[str, dict] = {}
-        nonempty_episode_files = [f for f in episode_files if pq.ParquetFile(f).metadata.num_rows > 0]
-        for table, sources in (("passages", passage_files), ("episodes", nonempty_episode_files)):
-            for i, src in enumerate(sources):
-                rel = f"{table}/{table}-{i:05d}-of-{len(sources):05d}.parquet"
-                reflink_or_copy(src, tmp / rel)
-                files[table].append(rel)
-                checksums[rel] = shard_record(tmp / rel)
-        manifest = {**manifest, "version": version, "files": files, "checksums": checksums}
-        if started is not None:
-            write_seconds = time.perf_counter() - started
-            manifest["stages"] = {**manifest.get("stages", {}), "write": {"seconds": round(write_seconds, 3)}}
-            stats = {**stats, "seconds": {**stats.get("seconds", {}), "write": write_seconds}}
-        write_json_atomic(tmp / "stats.json", stats)
-        write_json_atomic(tmp / "manifest.json", manifest)
-        final = root / f"v{version}"
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+# --- stage 7: the versioned output (published by units.publish_version) -----------------------------
 
 
 def episode_summary(files: list[Path]) -> dict:
@@ -545,16 +461,6 @@ def episode_summary(files: list[Path]) -> dict:
         masks += int(pa.compute.sum(t["num_masks"]).as_py() or 0)
         labels.update(t["answer_label"].to_pylist())
     return {"episodes": episodes, "tokens": tokens, "masks": masks, "labels": dict(labels.most_common())}
-
-
-def remove_temporaries(root: Path) -> None:
-    """Remove what interrupted runs left under a corpus folder: temporary files and folders, never results.
-
-    Called only while holding the corpus lock, so no other build can be writing them.
-    """
-    for pattern in (".v*.tmp-*", ".work/*/.*.tmp", ".cache/**/.*.tmp", ".cache/*/.tmp-index-*"):
-        for path in root.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def build_corpus(

@@ -1,6 +1,7 @@
 """Where build-corpus runs its parallel tasks: this process, a local process pool, or a Ray cluster.
 
-All three are `concurrent.futures.Executor`s, so the stages submit work the same way whatever runs it.
+All three are `concurrent.futures.Executor`s, so the stages submit work the same way whatever runs it, and
+each says how many tasks it runs at once (`slots`), which is all a stage needs to know to split its work.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ TASK_RETRIES = 3  # Ray runs a task again this often when its worker dies (a Pyt
 class InlineExecutor(Executor):
     """Runs each task at once in this process: the one-worker stand-in for a pool."""
 
+    def slots(self, cpus_per_task: int = 1) -> int:
+        return 1
+
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
         try:
@@ -31,6 +35,14 @@ class InlineExecutor(Executor):
 class ProcessPool(ProcessPoolExecutor):
     """A process pool that, when its `with` block fails, drops the tasks not started yet instead of running
     them all first (a build queues a round's NER batches at once)."""
+
+    def __init__(self, max_workers: int, **kwargs) -> None:
+        super().__init__(max_workers, **kwargs)
+        self.workers = max_workers
+
+    def slots(self, cpus_per_task: int = 1) -> int:
+        """Its worker processes (a local task uses one core, whatever `cpus_per_task` asks on Ray)."""
+        return self.workers
 
     def __exit__(self, exc_type, exc, tb):
         self.shutdown(wait=True, cancel_futures=exc_type is not None)
@@ -68,6 +80,11 @@ class RayExecutor(Executor):
     def cpus(self) -> int:
         """The cluster's CPUs at this moment (an autoscaling cluster may have more later)."""
         return int(self._ray.cluster_resources().get("CPU", 1))
+
+    def slots(self, cpus_per_task: int = 1) -> int:
+        """Tasks of `cpus_per_task` CPUs the cluster runs at once, asked now (so an autoscaled cluster is
+        used as it grows)."""
+        return max(1, self.cpus() // cpus_per_task)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures or not wait:

@@ -54,11 +54,11 @@ from ..corpus import CorpusVersion, file_sha256, list_versions, open_corpus, sho
 from ..errors import ConfigError, InputError, MemtrainError
 from ..io import atomic_path, exclusive_lock, write_json_atomic
 from ..outputs import check_writable_output
-from ..pipeline.build import is_finished, publish_version, remove_temporaries, source_key, unit_stats
 from ..pipeline.executors import make_executor, resolve_workers
 from ..pipeline.progress import Reporter
 from ..pipeline.schema import EPISODE_SCHEMA, PASSAGE_SCHEMA, SCHEMA_VERSION
 from ..pipeline.tokens import chunk_bounds, count_tokens, load_tokenizer
+from ..pipeline.units import is_finished, publish_version, remove_temporaries, source_key, unit_stats
 
 DEFAULT_HUB_ID = "hotpotqa/hotpot_qa"
 DEFAULT_HUB_CONFIG = "distractor"

@@ -25,7 +25,7 @@ from ..corpus import CorpusVersion, list_versions, open_corpus
 from ..errors import ConfigError
 from ..io import exclusive_lock
 from ..outputs import check_writable_output
-from ..pipeline.build import publish_version, remove_temporaries
+from ..pipeline.units import publish_version, remove_temporaries
 from ..search import qa
 
 KIND = "search-qa-episodes"
