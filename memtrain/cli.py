@@ -658,10 +658,11 @@ def _eval_run_config(run_cls, agent_cls, agent_values: dict, run_values: dict, o
     its agent's, over the command's options (`run_values`, `agent_values`); a bad one fails in one line."""
     import dataclasses
 
-    from .config import from_dict, parse_overrides
+    from .config import from_dict, parse_overrides, renamed_keys
 
     overrides = parse_overrides(override)
     sources = {k: f"-o {k}={v}" for k, v in overrides.items()}
+    overrides = renamed_keys(agent_cls, overrides, key_sources=sources)  # a renamed agent key: its new name
     run_keys = {f.name for f in dataclasses.fields(run_cls)} - {"agent"}
     agent = from_dict(
         agent_cls,

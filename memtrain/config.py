@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +14,73 @@ import yaml
 from .errors import ConfigError
 
 T = TypeVar("T")
+
+
+def renamed_keys(
+    cls: type,
+    data: dict[str, Any],
+    source: str = "config",
+    key_sources: dict[str, str] | None = None,
+    stacklevel: int = 1,
+) -> dict[str, Any]:
+    """`data` with each deprecated key of `cls` under its new name, with a FutureWarning naming the new one.
+
+    A class lists its renamed keys, old name → new name, in a ``RENAMED`` class attribute (its metaclass,
+    :class:`RenamedKeywords`, takes them as keyword arguments too). Both names in one mapping with different
+    values is a ConfigError. `key_sources` (updated in place) names where particular keys came from;
+    `stacklevel` is the frame the warning names, counted up from the caller of this function (1).
+    """
+    renamed: dict[str, str] = getattr(cls, "RENAMED", None) or {}
+    if not set(renamed) & set(data):
+        return data
+    out = dict(data)
+    key_sources = {} if key_sources is None else key_sources
+    for old, new in renamed.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        where = key_sources.pop(old, source)
+        if new in out and out[new] != value:
+            raise ConfigError(f"{where}: {old} is the deprecated name of {new}; give only {new}")
+        warnings.warn(
+            f"{where}: {old} is deprecated; use {new} (the same setting, renamed)",
+            FutureWarning,
+            stacklevel=stacklevel + 1,
+        )
+        out[new] = value
+        key_sources.setdefault(new, where)
+    return out
+
+
+class RenamedKeywords(type):
+    """Metaclass of a config dataclass with renamed keys (its ``RENAMED``, old name → new name): the old
+    name still works as a keyword argument and as an attribute, each time with a FutureWarning naming the new
+    one."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any):
+        cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        for old, new in namespace.get("RENAMED", {}).items():
+            setattr(cls, old, _renamed_attribute(old, new))
+        return cls
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **renamed_keys(cls, kwargs, cls.__name__, stacklevel=2))
+
+
+def _renamed_attribute(old: str, new: str) -> property:
+    def warn() -> None:
+        message = f"{old} is deprecated; use {new} (the same setting, renamed)"
+        warnings.warn(message, FutureWarning, stacklevel=3)
+
+    def get(self: Any) -> Any:
+        warn()
+        return getattr(self, new)
+
+    def set_(self: Any, value: Any) -> None:
+        warn()
+        setattr(self, new, value)
+
+    return property(get, set_, doc=f"Deprecated: {new}.")
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -85,7 +153,8 @@ def from_dict(
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-    key_sources = key_sources or {}
+    key_sources = dict(key_sources or {})
+    data = renamed_keys(cls, data, source, key_sources, stacklevel=2)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
@@ -123,8 +192,9 @@ def load_config(
     overrides: list[str] | dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
 ) -> T:
-    """Defaults ← `base` (e.g. a preset) ← YAML file ← overrides."""
-    data: dict[str, Any] = dict(base or {})
+    """Defaults ← `base` (e.g. a preset) ← YAML file ← overrides. A renamed key (the class's ``RENAMED``) is
+    read under its new name, with a FutureWarning, in whichever of them it appears."""
+    data: dict[str, Any] = renamed_keys(cls, dict(base or {}), stacklevel=2)
     source = "config"
     if path is not None:
         path = Path(path)
@@ -137,11 +207,11 @@ def load_config(
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-        data.update(loaded)
+        data.update(renamed_keys(cls, loaded, source, stacklevel=2))
     if not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)
-    data.update(overrides)
     key_sources = {key: f"-o {key}={value}" for key, value in overrides.items()}
+    data.update(renamed_keys(cls, overrides, source, key_sources, stacklevel=2))
     return from_dict(cls, data, source, key_sources)
 
 

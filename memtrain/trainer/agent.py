@@ -26,10 +26,11 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from ..config import RenamedKeywords
 from ..errors import ConfigError, MemtrainError
-from ..tasks.base import episode_name, gold_answers, row_problem
+from ..tasks.base import MASKED_ENTITY, TASKS, Task, episode_name, gold_answers, row_problem
 from . import prompts, rewards
 from .backends import GenerationBackend, SamplingParams, score_completions
 from .chunking import Chunk, PromptBuilder, chunk_document, memory_from_completion
@@ -38,47 +39,146 @@ from .types import Generation, RecallProbe, Trajectory, Turn
 
 PAPER_CALL_TOKENS = 8192
 
-# Named budget presets: the paper's 8192-token call, and a small one for CPU demos and tests.
+# Named budget presets: the paper's 8192-token call (the defaults), and a small one for CPU demos and tests.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "tiny": {"problem_tokens": 256, "chunk_tokens": 512, "memory_tokens": 128, "response_tokens": 128},
 }
-# Sampling settings (docs/method.md §8): MemAgent's training and evaluation values.
+# Sampling settings (docs/method.md §8): MemAgent's training values (the defaults) and evaluation values (the
+# memory-agent tasks' held-out sampling, `Task.eval_sampling`).
 SAMPLING: dict[str, dict[str, float]] = {
-    "train": {"temperature": 1.0, "top_p": 1.0},
-    "eval": {"temperature": 0.7, "top_p": 0.95},
+    "train": {},
+    "eval": dict(zip(("temperature", "top_p"), Task.eval_sampling, strict=True)),
 }
 
 
 @dataclass
-class AgentConfig:
-    """Budgets, group sizes, reward and sampling settings of the memory agent. Defaults are the paper's."""
+class AgentSettings(metaclass=RenamedKeywords):
+    """The memory agent's settings that training sets too: budgets, group sizes, rewards and sampling.
+
+    Each is defined here once, with its default (the paper's), help and bounds; :class:`AgentConfig` (a
+    rollout) and :class:`~memtrain.trainer.config.TrainConfig` (a training run) both inherit them, and
+    ``trainer.config.agent_config`` copies them across. Construction refuses a value no agent can use;
+    what training needs beyond that (G1 ≥ 2, …) is ``TrainConfig.validate``'s.
+    """
+
+    # Deprecated names, old → new: still read (YAML, -o, keywords, attributes) with a FutureWarning.
+    RENAMED: ClassVar[dict[str, str]] = {"recall_group_size": "recall_samples"}
 
     problem_tokens: int = field(
         default=1024, metadata={"help": "Tokens for the chat template, instructions and problem of a call."}
     )
     chunk_tokens: int = field(
-        default=5120, metadata={"help": "Tokens of document per chunk (one update turn)."}
+        default=5120, metadata={"help": "Document tokens per chunk (one update turn each)."}
     )
-    memory_tokens: int = field(default=1024, metadata={"help": "Memory longer than this many tokens is cut."})
+    memory_tokens: int = field(
+        default=1024, metadata={"help": "Memory budget: a memory longer than this many tokens is cut."}
+    )
     response_tokens: int = field(
-        default=1024, metadata={"help": "Max new tokens of every call (max_new_tokens)."}
+        default=1024, metadata={"help": "Most tokens generated per call (max_new_tokens)."}
     )
-    group_size: int = field(default=8, metadata={"help": "G1: end-to-end trajectories per episode."})
-    recall: bool = field(default=True, metadata={"help": "Run the intermediate memory recall probe (IMR)."})
+    group_size: int = field(
+        default=8, metadata={"help": "G1: end-to-end trajectories per episode; the E2E advantage group."}
+    )
+    recall: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Run (and train) the intermediate-memory-recall probe (off: the End-to-End ablation; "
+            "unset: on when the task's episodes have entity spans, i.e. masked-entity, the default; off for "
+            "hotpotqa)."
+        },
+    )
     recall_samples: int = field(
-        default=8, metadata={"help": "G2: samples of each trajectory's recall prompt."}
+        default=8,
+        metadata={
+            "help": "G2: samples of each trajectory's one recall prompt; the recall group (formerly "
+            "recall_group_size)."
+        },
     )
     coupling: bool = field(
-        default=True, metadata={"help": "Add λ·mean(recall EM) to the end-to-end reward (off: Decoupled)."}
+        default=True,
+        metadata={"help": "Add λ·mean(recall EM) to the E2E reward (off: the Decoupled ablation, R_E = EM)."},
     )
-    recall_weight: float = field(default=0.5, metadata={"help": "λ in R_E = EM + λ·mean(recall EM)."})
-    answer_metric: str = field(
-        default="em",
-        metadata={"help": "Score of the final answer: em, sub_em or f1 (recall always uses em)."},
+    recall_weight: float = field(default=0.5, metadata={"help": "λ in R_E = EM + λ·mean(recall EM) (Eq. 2)."})
+    answer_metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "Score of the final \\boxed{} answer, which is the E2E reward: em, sub_em, contains or "
+            "f1 (unset: the task's, em; recall samples are always scored with em)."
+        },
     )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature (0: greedy; MemAgent's training value)."}
+    )
+    top_p: float = field(
+        default=1.0, metadata={"help": "Nucleus sampling threshold (MemAgent's training value)."}
+    )
+    max_chunks: int | None = field(
+        default=None,
+        metadata={"help": "Read at most this many chunks of an episode (unset: every chunk, the paper)."},
+    )
+    dense_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Dense memory reward, an extension for small models (0: off, the paper): add "
+            "w · log p(gold answer | final memory) to R_E, teacher-forced through the answer prompt (mean "
+            "per answer token). Groups then differ even when no sample is exactly right. Needs the "
+            "transformers backend."
+        },
+    )
+    dense_recall_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Add w · log p(recall target | memory_k) to R_E, teacher-forced through the recall "
+            "prompt (0: off). Needs recall and the transformers backend."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        # Unset task-dependent settings take the task's value, so everything after construction reads a bool
+        # and a metric name.
+        task = self._task()
+        if self.recall is None:
+            self.recall = task.recall
+        if self.answer_metric is None:
+            self.answer_metric = task.answer_metric
+        self._check_settings()
+
+    def _task(self) -> Task:
+        """The task whose defaults an unset `recall` and `answer_metric` take: MemTrain's masked-entity task,
+        whose problem is the agent's default (TrainConfig: its `task`)."""
+        return TASKS[MASKED_ENTITY]
+
+    def _check_settings(self) -> None:
+        """ConfigError for a setting that cannot work, each field's own bounds (run at construction)."""
+        for name in ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens", "group_size",
+                     "recall_samples"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
+            )
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise ConfigError(f"max_chunks must be at least 1 (or unset), got {self.max_chunks}")
+        if self.answer_metric not in rewards.METRICS:
+            raise ConfigError(
+                f"answer_metric must be one of {', '.join(rewards.METRICS)}, got {self.answer_metric!r}"
+            )
+        if self.recall_weight < 0.0:
+            raise ConfigError(f"recall_weight (λ) must be non-negative, got {self.recall_weight}")
+        if self.dense_weight < 0 or self.dense_recall_weight < 0:
+            raise ConfigError(
+                "dense_weight and dense_recall_weight must be non-negative, got "
+                f"{self.dense_weight}, {self.dense_recall_weight}"
+            )
+
+
+@dataclass
+class AgentConfig(AgentSettings):
+    """One rollout's settings: :class:`AgentSettings` (budgets, groups, rewards, sampling; the paper's
+    defaults), and what a rollout alone sets: the problem, the first memory, the seed, gold scoring."""
+
     problem: str = field(
         default=prompts.MEMTRAIN_PROBLEM,
         metadata={"help": "Problem text of update/answer prompts; an episode's own 'problem' field wins."},
@@ -87,10 +187,6 @@ class AgentConfig:
         default=prompts.INITIAL_MEMORY, metadata={"help": "Memory before the first turn."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of sampling and of recall-probe choices."})
-    max_chunks: int | None = field(
-        default=None,
-        metadata={"help": "Read at most this many chunks of a document (unset: all, the paper)."},
-    )
     score_gold: bool = field(
         default=False,
         metadata={
@@ -98,29 +194,6 @@ class AgentConfig:
             "probe, log p(target | memory_k): a diagnostic that moves before EM does (no sampling)."
         },
     )
-    dense_weight: float = field(
-        default=0.0,
-        metadata={"help": "Weight of log p(gold | final memory) added to R_E (dense memory reward; 0: off)."},
-    )
-    dense_recall_weight: float = field(
-        default=0.0,
-        metadata={"help": "Weight of log p(recall target | memory_k) added to R_E (0: off)."},
-    )
-
-    def __post_init__(self) -> None:
-        for name in ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.group_size < 1 or self.recall_samples < 1:
-            raise ConfigError("group_size and recall_samples must be at least 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"need temperature >= 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}"
-            )
-        if self.max_chunks is not None and self.max_chunks < 1:
-            raise ConfigError(f"max_chunks must be at least 1 (or unset), got {self.max_chunks}")
-        if self.answer_metric not in rewards.METRICS:
-            raise ConfigError(f"answer_metric must be one of {', '.join(rewards.METRICS)}")
 
     @property
     def call_tokens(self) -> int:

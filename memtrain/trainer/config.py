@@ -1,9 +1,22 @@
 """`memtrain train`'s configuration: the paper's joint-GRPO settings as defaults (docs/method.md §5, §8).
 
+The memory agent's settings (token budgets, G1 and G2, the rewards, sampling) are
+:class:`~memtrain.trainer.agent.AgentSettings`' fields, defined there once and inherited; :func:`agent_config`
+turns a TrainConfig into the agent's settings for training or for held-out evaluation.
+
 Load with ``memtrain.config.load_config(TrainConfig, path, overrides)`` and call :meth:`TrainConfig.validate`
-before loading any model: it checks everything that can be checked without one (keys, group sizes, token
-budgets, that the corpus and the model exist). Fields TRL owns keep TRL's names (`learning_rate`, `beta`,
-`epsilon`, …); any other `trl.GRPOConfig` field can be set through `trl_args`.
+before loading any model. Where each check lives:
+
+- construction (``__post_init__``): each field's own bounds, a value that can never work (unknown keys and
+  ill-typed values are ``load_config``'s);
+- :meth:`TrainConfig.validate`: what training needs of the agent settings (G1 ≥ 2, G2 ≥ 2 with recall,
+  temperature > 0), settings that must agree (token budgets and ``context_tokens``, batch and mini-batches,
+  evaluation and held-out episodes), ``trl_args``, the task's own checks, that the model exists;
+- ``train.check_config``: what needs the machine (processes, output_dir, packages, the corpus, the weights);
+- ``train.grpo_args`` and ``MemTrainer.__init__``: what only TRL's ``GRPOConfig`` can tell.
+
+Fields TRL owns keep TRL's names (`learning_rate`, `beta`, `epsilon`, …); any other `trl.GRPOConfig` field can
+be set through `trl_args`.
 """
 
 from __future__ import annotations
@@ -14,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..tasks.base import SEARCH_QA, TASKS, get_task
-from .agent import AgentConfig
-from .rewards import METRICS
+from ..tasks.base import MASKED_ENTITY, SEARCH_QA, TASKS, Task, get_task
+from .agent import PAPER_CALL_TOKENS, AgentConfig, AgentSettings
 
 SEARCH_TURN_OVERHEAD = (
     32  # tokens of a kept search turn beyond its response and observation (tags, turns left)
@@ -48,8 +60,12 @@ _UNSUPPORTED_TRL_FIELDS: dict[str, tuple[Any, str]] = {
 
 
 @dataclass
-class TrainConfig:
-    """Joint GRPO on the memory agent: G1 E2E trajectories per episode, G2 recall samples per trajectory."""
+class TrainConfig(AgentSettings):
+    """Joint GRPO on the memory agent: G1 E2E trajectories per episode, G2 recall samples per trajectory.
+
+    The agent's settings (budgets, `group_size` G1, `recall_samples` G2, `recall`, the rewards, `temperature`
+    and `top_p` of training rollouts) are inherited from :class:`AgentSettings`; the fields below are
+    training's own."""
 
     # --- what to train, on what ---
     task: str = field(
@@ -76,13 +92,6 @@ class TrainConfig:
     )
     corpus_version: int | None = field(
         default=None, metadata={"help": "Corpus version v<N> to train on; the latest when unset."}
-    )
-    answer_metric: str | None = field(
-        default=None,
-        metadata={
-            "help": "Score of the final \\boxed{} answer, which is the E2E reward: em, sub_em, contains or "
-            "f1 (unset: the task's, em)."
-        },
     )
 
     # --- hotpotqa and search-qa: the training data ---
@@ -179,24 +188,6 @@ class TrainConfig:
             "pretraining says no more). MemAgent's post-training: 8 of 32."
         },
     )
-    group_size: int = field(
-        default=8, metadata={"help": "G1: end-to-end trajectories per episode; the E2E advantage group."}
-    )
-    recall_group_size: int = field(
-        default=8, metadata={"help": "G2: samples of each trajectory's one recall prompt; the recall group."}
-    )
-    recall: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Train the intermediate-memory-recall task (off: the End-to-End ablation; unset: on when "
-            "the task's episodes have entity spans, i.e. masked-entity, off for hotpotqa)."
-        },
-    )
-    coupling: bool = field(
-        default=True,
-        metadata={"help": "Add λ·mean(recall EM) to the E2E reward (off: the Decoupled ablation, R_E = EM)."},
-    )
-    recall_weight: float = field(default=0.5, metadata={"help": "λ in R_E = EM + λ·mean(recall EM) (Eq. 2)."})
     scale_rewards: bool = field(
         default=False,
         metadata={"help": "Divide advantages by the group's reward std (off: Dr. GRPO, the paper's Eq. 3)."},
@@ -211,23 +202,6 @@ class TrainConfig:
         default=3,
         metadata={
             "help": "Dynamic sampling stops after this many rollout rounds per step, batch full or not."
-        },
-    )
-
-    dense_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Dense memory reward, an extension for small models (0: off, the paper): add "
-            "w · log p(gold answer | final memory) to R_E, teacher-forced through the answer prompt (mean "
-            "per answer token). Groups then differ even when no sample is exactly right. Needs the "
-            "transformers backend."
-        },
-    )
-    dense_recall_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "Add w · log p(recall target | memory_k) to R_E, teacher-forced through the recall "
-            "prompt (0: off). Needs recall and the transformers backend."
         },
     )
 
@@ -265,21 +239,7 @@ class TrainConfig:
         },
     )
 
-    # --- sampling and token budgets (8192 per call = 1024 + 5120 + 1024 + 1024) ---
-    temperature: float = field(
-        default=1.0, metadata={"help": "Sampling temperature in training (MemAgent's)."}
-    )
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling in training (MemAgent's)."})
-    problem_tokens: int = field(default=1024, metadata={"help": "Budget of instruction + problem per call."})
-    chunk_tokens: int = field(
-        default=5120, metadata={"help": "Document tokens per chunk (one update turn each)."}
-    )
-    memory_tokens: int = field(default=1024, metadata={"help": "Memory budget; longer memories are cut."})
-    response_tokens: int = field(default=1024, metadata={"help": "Most tokens generated per call."})
-    max_chunks: int | None = field(
-        default=None,
-        metadata={"help": "Read at most this many chunks of an episode (unset: every chunk, the paper)."},
-    )
+    # --- the call's context (the agent's budgets are AgentSettings': 8192 = 1024 + 5120 + 1024 + 1024) ---
     corpus_tokenizer: str = field(
         default="check",
         metadata={
@@ -289,7 +249,11 @@ class TrainConfig:
         },
     )
     context_tokens: int = field(
-        default=8192, metadata={"help": "Per-call context; the four budgets above must fit in it."}
+        default=PAPER_CALL_TOKENS,
+        metadata={
+            "help": "Per-call context; the agent's four budgets (problem_tokens, chunk_tokens, "
+            "memory_tokens, response_tokens) must fit in it."
+        },
     )
 
     # --- evaluation on held-out episodes ---
@@ -368,18 +332,45 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        # Unset task-dependent fields take the task's value, so everything after construction reads a bool
-        # and a metric name (an unknown task is left for `validate` to report).
-        task = TASKS.get(self.task)
-        if self.recall is None:
-            self.recall = task.recall if task is not None else True
-        if self.answer_metric is None:
-            self.answer_metric = task.answer_metric if task is not None else "em"
-        temperature, top_p = task.eval_sampling if task is not None else TASKS["masked-entity"].eval_sampling
+        # Unset evaluation sampling takes the task's (an unknown task is left for `validate` to report), then
+        # AgentSettings resolves `recall` and `answer_metric` the same way and checks every field's bounds.
+        temperature, top_p = self._task().eval_sampling
         if self.eval_temperature is None:
             self.eval_temperature = temperature
         if self.eval_top_p is None:
             self.eval_top_p = top_p
+        super().__post_init__()
+
+    def _task(self) -> Task:
+        return TASKS.get(self.task, TASKS[MASKED_ENTITY])
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        positive = ("max_steps", "episodes_per_step", "gradient_accumulation_steps", "max_sampling_rounds",
+                "generation_batch", "eval_samples")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not (0.0 <= self.epsilon < 1.0 and self.epsilon_high >= 0.0):
+            raise ConfigError(
+                f"epsilon must be in [0, 1) and epsilon_high >= 0, got {self.epsilon}, {self.epsilon_high}"
+            )
+        if self.beta < 0 or self.learning_rate <= 0:
+            raise ConfigError(
+                f"beta must be >= 0 and learning_rate > 0, got {self.beta}, {self.learning_rate}"
+            )
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.vllm_mode not in VLLM_MODES:
+            raise ConfigError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {self.vllm_mode!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.eval_steps < 0:
+            raise ConfigError(f"eval_steps must be non-negative, got {self.eval_steps}")
+        if self.corpus_tokenizer not in ("check", "recount", "ignore"):
+            raise ConfigError(
+                f"corpus_tokenizer must be one of check, recount, ignore, got {self.corpus_tokenizer!r}"
+            )
 
     @property
     def updates_per_step(self) -> int:
@@ -466,59 +457,29 @@ class TrainConfig:
             )
 
     def validate(self) -> None:
-        """Raise ConfigError for a setting that cannot work; loads no model."""
+        """Raise ConfigError for a setting that cannot work; loads no model. (Each field's own bounds were
+        checked at construction; they are checked again here, for a config changed since.)"""
+        self._check_settings()
         task = get_task(self.task)
-        if self.answer_metric not in METRICS:
-            raise ConfigError(
-                f"answer_metric must be one of {', '.join(METRICS)}, got {self.answer_metric!r}"
-            )
+        # What training needs beyond what a rollout accepts: a group advantage needs two samples, and
+        # greedy groups would all be alike.
         if self.group_size < 2:
             raise ConfigError(
                 f"group_size (G1) must be at least 2 for a group advantage, got {self.group_size}"
             )
-        if self.recall and self.recall_group_size < 2:
-            raise ConfigError(f"recall_group_size (G2) must be at least 2, got {self.recall_group_size}")
-        positive = ("max_steps", "episodes_per_step", "gradient_accumulation_steps", "max_sampling_rounds",
-                "generation_batch", "eval_samples")  # fmt: skip
-        for name in positive + ("problem_tokens", "chunk_tokens", "memory_tokens", "response_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.recall and self.recall_samples < 2:
+            raise ConfigError(f"recall_samples (G2) must be at least 2, got {self.recall_samples}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 in training, got {self.temperature}")
         self._check_budgets()
-        if self.recall_weight < 0.0:
-            raise ConfigError(f"recall_weight (λ) must be non-negative, got {self.recall_weight}")
-        if not (0.0 <= self.epsilon < 1.0 and self.epsilon_high >= 0.0):
-            raise ConfigError(
-                f"epsilon must be in [0, 1) and epsilon_high >= 0, got {self.epsilon}, {self.epsilon_high}"
-            )
-        if self.beta < 0 or self.learning_rate <= 0:
-            raise ConfigError(
-                f"beta must be >= 0 and learning_rate > 0, got {self.beta}, {self.learning_rate}"
-            )
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
-            )
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.vllm_mode not in VLLM_MODES:
-            raise ConfigError(f"vllm_mode must be one of {', '.join(VLLM_MODES)}, got {self.vllm_mode!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.dense_weight < 0 or self.dense_recall_weight < 0 or self.eval_steps < 0:
-            raise ConfigError(
-                "dense_weight, dense_recall_weight and eval_steps must be non-negative, got "
-                f"{self.dense_weight}, {self.dense_recall_weight}, {self.eval_steps}"
-            )
         if (self.dense_weight or self.dense_recall_weight) and self.backend != "transformers":
             raise ConfigError(
                 "dense_weight / dense_recall_weight score the gold answer teacher-forced, which only the "
                 "transformers backend does; set backend: transformers or turn the dense reward off"
             )
-        if self.corpus_tokenizer not in ("check", "recount", "ignore"):
-            raise ConfigError(
-                f"corpus_tokenizer must be one of check, recount, ignore, got {self.corpus_tokenizer!r}"
-            )
-        agent_config(self)  # the agent's own checks (max_chunks, …), from its one definition
+        # The agent exactly as training and held-out evaluation build it (eval_samples, eval_temperature, …).
+        agent_config(self)
+        agent_config(self, evaluation=True)
         if self.update_episodes is not None and (
             self.update_episodes < 1 or self.episodes_per_step % self.update_episodes
         ):
@@ -562,28 +523,24 @@ class TrainConfig:
 
 
 def agent_config(config: TrainConfig, evaluation: bool = False) -> AgentConfig:
-    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation): the budgets,
-    groups and sampling of `config`, and its task's problem (for rows without one) and answer metric."""
+    """The memory agent's settings for training (or, with `evaluation`, for held-out evaluation): every
+    :class:`AgentSettings` field of `config` as it is, and what a rollout sets besides (the run's seed, the
+    task's problem for rows without one); evaluation samples `eval_samples` trajectories and recall samples
+    with `eval_temperature` and `eval_top_p`."""
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(AgentSettings)}
+    if evaluation:
+        settings.update(
+            group_size=config.eval_samples,
+            recall_samples=config.eval_samples,
+            temperature=config.eval_temperature,
+            top_p=config.eval_top_p,
+        )
     return AgentConfig(
+        **settings,
         problem=get_task(config.task).default_problem or "",
-        answer_metric=config.answer_metric,
-        problem_tokens=config.problem_tokens,
-        chunk_tokens=config.chunk_tokens,
-        memory_tokens=config.memory_tokens,
-        response_tokens=config.response_tokens,
-        group_size=config.eval_samples if evaluation else config.group_size,
-        recall=config.recall,
-        recall_samples=config.eval_samples if evaluation else config.recall_group_size,
-        coupling=config.coupling,
-        recall_weight=config.recall_weight,
-        temperature=config.eval_temperature if evaluation else config.temperature,
-        top_p=config.eval_top_p if evaluation else config.top_p,
         seed=config.seed,
-        max_chunks=config.max_chunks,
         # Held-out evaluation always measures the gold log-likelihood where the backend can score it.
         score_gold=evaluation and config.backend == "transformers",
-        dense_weight=config.dense_weight,
-        dense_recall_weight=config.dense_recall_weight,
     )
 
 
