@@ -114,7 +114,7 @@ def test_padding_fills_up_to_a_multiple_with_zero_weight_rows():
 
 def test_config_defaults_are_the_papers():
     c = TrainConfig()
-    assert (c.group_size, c.recall_group_size, c.recall_weight, c.beta, c.learning_rate) == (
+    assert (c.group_size, c.recall_samples, c.recall_weight, c.beta, c.learning_rate) == (
         8,
         8,
         0.5,

@@ -79,7 +79,7 @@ def low_token_share(trajectory) -> float:
 def tiny_config(tiny_model, tiny_corpus, output_dir, **overrides) -> TrainConfig:
     settings = dict(
         model=str(tiny_model), corpus=str(tiny_corpus.path), output_dir=str(output_dir), max_steps=2,
-        episodes_per_step=2, group_size=4, recall_group_size=2, held_out_episodes=2, problem_tokens=320,
+        episodes_per_step=2, group_size=4, recall_samples=2, held_out_episodes=2, problem_tokens=320,
         chunk_tokens=1536, memory_tokens=8, response_tokens=8, context_tokens=2048,
         gradient_accumulation_steps=2, learning_rate=1e-2, save_steps=1, report_to=["none"], seed=1,
         corpus_tokenizer="ignore",  # the tiny corpus is sized in SmolLM2's tokens (see the test below)
