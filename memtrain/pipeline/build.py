@@ -21,6 +21,7 @@ byte-identical episodes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -477,31 +478,38 @@ def build_corpus(
         return _build_locked(config, root, reporter)
 
 
-def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> BuildResult:
-    source = resolve_source(config)
-    shards = read.plan_shards(
-        source, streams_per_shard=config.streams_per_shard, hf_split=config.hf_split, hf_name=config.hf_name
-    )
-    read.check_language(shards, config.ner_model)
-    cache_dir = root / ".cache"
-    fingerprint = cached_fingerprint(source, cache_dir)
-    build_id = build_identity(config, fingerprint)
-    if root.exists():
-        for v in list_versions(root):
-            existing = open_corpus(root / f"v{v}")
-            if existing.manifest.get("build_id") == build_id:
-                return BuildResult(existing, created=False, summary=existing.manifest.get("summary", {}))
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the block's wall time to ``seconds[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
 
-    work = root / ".work" / build_id
-    work.mkdir(parents=True, exist_ok=True)
-    # Passages and the index live in the shared cache; a version folder holds copies of the shards.
-    passage_dir = cache_dir / f"passages-{passages_identity(config, fingerprint)}"
-    seconds: dict[str, float] = {}
 
-    t = time.perf_counter()
-    passage_files = run_read_stage(config, shards, passage_dir, reporter)
+def run_store_stage(config, passage_files: list[Path], passage_dir: Path, reporter: Reporter) -> PassageStore:
+    """The memory-mapped store of the passage shards (written once per passage set, see `store`)."""
+    total = sum(json.loads(f.with_suffix(".json").read_text())["passages"] for f in passage_files)
+    reporter.start("store", total=total, unit="passages")
+    written: list[int] = []
+
+    def on_batch(n: int) -> None:
+        written.append(n)
+        reporter.advance("store", n)
+
+    tokenizer = load_tokenizer(config.tokenizer)
+    store = passage_store(passage_files, passage_dir / "store", tokenizer, reporter.log, on_batch)
+    if not written:  # an earlier run's store, reused
+        reporter.advance("store", len(store))
+    reporter.finish("store")
+    return store
+
+
+def read_counts(source: str, passage_files: list[Path]) -> tuple[list[dict], collections.Counter, dict]:
+    """The read stage's per-shard stats, their totals and the dropped pages by reason; refuses a source
+    without a single article."""
     shard_stats = [json.loads(f.with_suffix(".json").read_text()) for f in passage_files]
-    seconds["read+clean+passages"] = time.perf_counter() - t
     counts: collections.Counter = collections.Counter()
     dropped: collections.Counter = collections.Counter()
     for s in shard_stats:
@@ -512,44 +520,30 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
         raise InputError(
             source, f"no main-namespace article found ({counts['pages']} pages read; dropped {why})"
         )
+    return shard_stats, counts, dict(dropped)
 
-    t = time.perf_counter()
-    tokenizer = load_tokenizer(config.tokenizer)
-    reporter.start("store", total=counts["passages"], unit="passages")
-    written: list[int] = []
 
-    def on_batch(n: int) -> None:
-        written.append(n)
-        reporter.advance("store", n)
-
-    store = passage_store(passage_files, passage_dir / "store", tokenizer, reporter.log, on_batch)
-    if not written:  # an earlier run's store, reused
-        reporter.advance("store", len(store))
-    reporter.finish("store")
-    seconds["store"] = time.perf_counter() - t
-    t = time.perf_counter()
+def check_enough_text(config: CorpusConfig, store: PassageStore, source: str) -> None:
     need = 1 + config.num_related
-    if len(store) < need or int(store.num_tokens.sum()) < config.min_tokens:
+    tokens = int(store.num_tokens.sum())
+    if len(store) < need or tokens < config.min_tokens:
         tiny = PRESETS["tiny"]
         smaller = config.num_related > tiny["num_related"] or config.min_tokens > tiny["min_tokens"]
         raise InputError(
             source,
-            f"too little text: {len(store)} passages, {int(store.num_tokens.sum())} tokens, but an episode "
+            f"too little text: {len(store)} passages, {tokens} tokens, but an episode "
             f"needs {need}+ passages and at least min_tokens={config.min_tokens} tokens (use a larger "
             f"source, or lower num_related/min_tokens{', e.g. --preset tiny' if smaller else ''})",
         )
-    retriever = run_related_stage(config, store, passage_dir, reporter)
-    seconds["related"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    episode_files, ner_seconds = run_episode_stage(config, store, retriever, work, cache_dir, reporter)
+
+def episode_results(source: str, episode_files: list[Path]) -> tuple[list[dict], dict]:
+    """The episode shards' stats and the corpus summary (rejections and recognised words included);
+    refuses a build that made no episode."""
     episode_stats = [json.loads(f.with_suffix(".json").read_text()) for f in episode_files]
     rejections: collections.Counter = collections.Counter()
     for s in episode_stats:
         rejections.update(s["rejections"])
-    # This run's times: a resumed build spends nothing on the shards an earlier run finished.
-    seconds["ner"] = ner_seconds
-    seconds["episodes"] = time.perf_counter() - t - ner_seconds
     summary = episode_summary(episode_files)
     if summary["episodes"] == 0:
         raise InputError(
@@ -557,17 +551,44 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
             f"no episode could be built ({dict(rejections)}); the source may be too small or too uniform for "
             "this config (try more text, a lower min_mask_occurrences, or more ner_labels)",
         )
+    summary.update(rejections=dict(rejections), ner_words=sum(s["ner_words"] for s in episode_stats))
+    return episode_stats, summary
+
+
+def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> BuildResult:
+    source = resolve_source(config)
+    shards = read.plan_shards(
+        source, streams_per_shard=config.streams_per_shard, hf_split=config.hf_split, hf_name=config.hf_name
+    )
+    read.check_language(shards, config.ner_model)
+    cache_dir = root / ".cache"
+    fingerprint = cached_fingerprint(source, cache_dir)
+    build_id = build_identity(config, fingerprint)
+    for v in list_versions(root) if root.exists() else []:
+        existing = open_corpus(root / f"v{v}")
+        if existing.manifest.get("build_id") == build_id:
+            return BuildResult(existing, created=False, summary=existing.manifest.get("summary", {}))
+
+    work = root / ".work" / build_id
+    work.mkdir(parents=True, exist_ok=True)
+    # Passages, their store and the index live in the shared cache; a version holds copies of the shards.
+    passage_dir = cache_dir / f"passages-{passages_identity(config, fingerprint)}"
+    seconds: dict[str, float] = {}  # this run's times: a resumed build spends nothing on finished units
+    with timed(seconds, "read+clean+passages"):
+        passage_files = run_read_stage(config, shards, passage_dir, reporter)
+    shard_stats, counts, dropped = read_counts(source, passage_files)
+    with timed(seconds, "store"):
+        store = run_store_stage(config, passage_files, passage_dir, reporter)
+    check_enough_text(config, store, source)
+    with timed(seconds, "related"):
+        retriever = run_related_stage(config, store, passage_dir, reporter)
+    with timed(seconds, "episodes"):
+        episode_files, seconds["ner"] = run_episode_stage(config, store, retriever, work, cache_dir, reporter)
+    seconds["episodes"] -= seconds["ner"]  # what assembly costs beyond NER
+    episode_stats, summary = episode_results(source, episode_files)
 
     t = time.perf_counter()
-    summary.update(
-        articles=counts["articles"],
-        pages=counts["pages"],
-        passages=counts["passages"],
-        words=counts["words"],
-        dropped=dict(dropped),
-        rejections=dict(rejections),
-        ner_words=sum(s["ner_words"] for s in episode_stats),
-    )
+    summary.update({k: counts[k] for k in ("articles", "pages", "passages", "words")}, dropped=dropped)
     manifest = {
         "name": config.name,
         "build_id": build_id,
@@ -578,8 +599,8 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
         "source": fingerprint,
         "counts": {k: summary[k] for k in ("pages", "articles", "passages", "words", "episodes", "tokens")},
         "summary": summary,
+        "stages": {k: {"seconds": round(v, 3)} for k, v in seconds.items()},
     }
-    manifest["stages"] = {k: {"seconds": round(v, 3)} for k, v in seconds.items()}
     stats = {"shards": shard_stats, "episode_shards": episode_stats, "seconds": seconds}
     final = publish_version(root, passage_files, episode_files, manifest, stats, started=t)
     seconds["write"] = time.perf_counter() - t
