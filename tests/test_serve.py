@@ -139,6 +139,52 @@ def test_the_http_backend_gets_exact_token_ids_and_logprobs_from_a_real_server(s
         assert r.logprobs == pytest.approx(g.logprobs, abs=1e-3)
 
 
+def test_stop_strings_end_completions_over_http_as_in_process(server, server_url):
+    tokenizer = smollm2_backend().tokenizer
+    prompts = [chat_prompt_ids(tokenizer, "Name three colours, separated by commas.")]
+    stop = ("Blue", "Green")
+    local = smollm2_backend().generate(prompts, SamplingParams(32, 0.0, 1.0, 0, stop=stop))[0]
+    assert local.finish_reason == "stop" and any(x in local.text for x in stop)
+    # memtrain's HTTP backend asks to keep the stop string (vLLM's include_stop_str_in_output): the same
+    # tokens, text and log-probs as in-process
+    params = SamplingParams(32, 0.0, 1.0, 0, stop=stop)
+    remote = OpenAIBackend.connect(server_url).generate(prompts, params)[0]
+    assert (remote.completion_ids, remote.text, remote.finish_reason) == (
+        local.completion_ids,
+        local.text,
+        "stop",
+    )
+    assert remote.logprobs == pytest.approx(local.logprobs, abs=1e-3)
+    # OpenAI's default leaves the string out of the text, and stop_reason names it
+    body = {"prompt": prompts[0], "max_tokens": 32, "temperature": 0, "stop": list(stop), "logprobs": 1}
+    status, answer = post(server, {**body, "return_tokens_as_token_ids": True})
+    choice = answer["choices"][0]
+    matched = choice["stop_reason"]
+    assert status == 200 and matched in stop and choice["finish_reason"] == "stop"
+    assert choice["text"] == local.text[: local.text.index(matched)] and matched not in choice["text"]
+    ids = [int(t.split(":")[1]) for t in choice["logprobs"]["tokens"]]
+    assert ids == local.completion_ids[: len(ids)] and len(ids) < len(local.completion_ids)
+    status, answer = post(server, {"prompt": prompts[0], "max_tokens": 4, "temperature": 0})
+    assert status == 200 and answer["choices"][0]["stop_reason"] is None  # no stop asked: none
+
+
+@pytest.mark.parametrize(
+    ("stop", "message"),
+    [
+        ([], "stop must be a string or a list of 1 to 4 non-empty strings"),
+        (["a", "b", "c", "d", "e"], "list of 1 to 4"),
+        ([""], "non-empty strings"),
+        ([7], "non-empty strings"),
+        ("x" * 257, "at most 256 characters"),
+    ],
+)
+def test_a_malformed_stop_is_answered_400(server, stop, message):
+    status, answer = post(server, {"prompt": "Hi", "max_tokens": 2, "stop": stop})
+    assert status == 400 and message in answer["error"]["message"]
+    status, answer = post(server, {"prompt": "Hi", "max_tokens": 2, "include_stop_str_in_output": "yes"})
+    assert status == 400 and "include_stop_str_in_output must be true or false" in answer["error"]["message"]
+
+
 def test_the_agent_runs_against_the_server(server_url, tiny_corpus):
     episode = shortened(next(tiny_corpus.iter_episodes()), 600)
     config = AgentConfig.preset(

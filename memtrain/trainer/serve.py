@@ -1,10 +1,12 @@
 """``memtrain serve``: a small OpenAI-compatible completions server around any generation backend.
 
 Endpoints: ``GET /v1/models``, ``GET /health``, ``POST /v1/completions`` (``prompt`` as text, token ids, or a
-list of either; ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``seed``, ``logprobs``,
-``return_tokens_as_token_ids``). Requests that arrive together are batched into one backend call, so a client
-sending concurrent requests (like :class:`~memtrain.trainer.backends.openai_http.OpenAIBackend`) gets the
-batched throughput. It serves one model, for evaluation and tests; use ``vllm serve`` for production.
+list of either; ``max_tokens``, ``temperature``, ``top_p``, ``n``, ``seed``, ``stop`` (left out of the text
+unless vLLM's ``include_stop_str_in_output``; ``stop_reason`` names the string that ended a completion),
+``logprobs``, ``return_tokens_as_token_ids``). Requests that arrive together are batched into one backend
+call, so a client sending concurrent requests (like
+:class:`~memtrain.trainer.backends.openai_http.OpenAIBackend`) gets the batched throughput. It serves one
+model, for evaluation and tests; use ``vllm serve`` for production.
 
 Every malformed request is answered ``400`` with one line saying what is wrong (``404``/``405``/``413`` for
 a wrong route, method or a too-large body); ``500`` is kept for failures of the backend itself. ``max_tokens``
@@ -34,10 +36,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from .backends import GenerationBackend, SamplingParams
+from .chunking import shortest_prefix
 from .types import Generation
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a request body larger than this is answered 413 unread
 MAX_COMPLETIONS = 256  # prompts × n in one request
+MAX_STOPS, MAX_STOP_CHARS = 4, 256  # stop strings of one request (OpenAI takes up to 4)
 DEFAULT_BATCH_TOKENS = 1 << 17  # completions × (longest prompt + max_tokens) of one backend call
 FALLBACK_CONTEXT = 32768  # max_tokens bound when the backend does not say how long its context is
 LISTEN_BACKLOG = 1024  # pending connections the kernel queues before the accept loop takes them
@@ -294,6 +298,50 @@ def _prompt_ids(prompt: Any, tokenizer: Any, limits: Limits) -> list[list[int]]:
     return prompts
 
 
+def request_stops(body: dict[str, Any]) -> tuple[str, ...]:
+    """The request's ``stop`` strings: absent or null, one string, or a list of 1 to `MAX_STOPS` non-empty
+    strings (OpenAI's rule), each at most `MAX_STOP_CHARS` characters."""
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(stops, list)
+        or not 1 <= len(stops) <= MAX_STOPS
+        or not all(isinstance(x, str) and 0 < len(x) <= MAX_STOP_CHARS for x in stops)
+    ):
+        raise RequestError(
+            f"stop must be a string or a list of 1 to {MAX_STOPS} non-empty strings of at most "
+            f"{MAX_STOP_CHARS} characters, not {_shown(stop)}"
+        )
+    return tuple(stops)
+
+
+def include_stop(body: dict[str, Any]) -> bool:
+    """vLLM's ``include_stop_str_in_output``: keep the stop string at the end of the text (OpenAI's default,
+    false, leaves it out)."""
+    value = body.get("include_stop_str_in_output", False)
+    if not isinstance(value, bool):
+        raise RequestError(f"include_stop_str_in_output must be true or false, not {_shown(value)}")
+    return value
+
+
+def without_stop(
+    generation: Generation, stops: tuple[str, ...], tokenizer: Any
+) -> tuple[Generation, str | None]:
+    """`generation` less the stop string that ended it, as OpenAI answers: the text up to the string's first
+    occurrence and the tokens before the one that completed it; and the string (None when no stop string
+    ended it)."""
+    found = [(generation.text.find(x), x) for x in stops if x in generation.text]
+    if generation.finish_reason != "stop" or not found:
+        return generation, None
+    start, matched = min(found)
+    ids = generation.completion_ids
+    n = shortest_prefix(ids, tokenizer, lambda text: matched in text) - 1
+    cut = Generation(generation.prompt_ids, ids[:n], generation.logprobs[:n], generation.text[:start], "stop")
+    return cut, matched
+
+
 def parse_request(body: Any, tokenizer: Any, limits: Limits) -> tuple[list[list[int]], SamplingParams]:
     """The backend rows (each prompt `n` times) and sampling settings of a ``/v1/completions`` body, or a
     `RequestError` saying what is wrong with it."""
@@ -325,7 +373,11 @@ def parse_request(body: Any, tokenizer: Any, limits: Limits) -> tuple[list[list[
             f"the request needs {rows} completions × {longest + max_tokens} tokens of cache; the server "
             f"takes at most {limits.max_tokens} tokens per request: lower n, the prompts or max_tokens"
         )
-    params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    stop = request_stops(body)
+    include_stop(body)
+    params = SamplingParams(
+        max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop
+    )
     return [p for p in prompts for _ in range(n)], params
 
 
@@ -334,12 +386,17 @@ def completion_response(
 ) -> dict[str, Any]:
     """The ``/v1/completions`` response of `generations` (in row order) for request `body`."""
     as_ids = bool(body.get("return_tokens_as_token_ids"))
+    stops, keep_stop = request_stops(body), include_stop(body)
     choices = []
     for index, generation in enumerate(generations):
+        cut, matched = without_stop(generation, stops, tokenizer)
+        if not keep_stop:
+            generation = cut
         choice: dict[str, Any] = {
             "index": index,
             "text": generation.text,
             "finish_reason": generation.finish_reason,
+            "stop_reason": matched,  # vLLM's field: the stop string that ended the completion
         }
         if body.get("logprobs") is not None:
             tokens = [

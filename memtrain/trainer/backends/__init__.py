@@ -33,7 +33,8 @@ BACKENDS = ("transformers", "vllm", "openai")
 class SamplingParams:
     """How to sample one batch. `seed` makes the call reproducible (each backend derives per-prompt seeds).
     `stop`: strings that end a completion once generated (kept in it), where the engine supports them (the
-    transformers and vLLM backends; a caller that needs the cut for correctness makes it itself too)."""
+    transformers, vLLM and OpenAI-compatible backends; a caller that needs the cut for correctness makes it
+    itself too)."""
 
     max_new_tokens: int = 1024
     temperature: float = 1.0

@@ -176,6 +176,11 @@ class OpenAIBackend:
         }
         if seed is not None:
             body["seed"] = seed
+        if params.stop:
+            # vLLM's server (and memtrain's) keep the stop string in the text when asked, as the other
+            # backends do; OpenAI's semantics leave it out, and `stop_reason` then says which one it was.
+            body["stop"] = list(params.stop)
+            body["include_stop_str_in_output"] = True
         choices = self._request("POST", "/v1/completions", body).get("choices")
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             raise MemtrainError(f"{self.base_url}/v1/completions: the answer has no choices")
@@ -189,6 +194,12 @@ class OpenAIBackend:
         else:
             ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             logprobs = logprobs if len(logprobs) == len(ids) else [0.0] * len(ids)
+        matched = choice.get("stop_reason")
+        if isinstance(matched, str) and matched in params.stop and not text.endswith(matched):
+            # A server that left the stop string out although asked to keep it: put it back, so the text
+            # reads as the other backends' (its tokens carry no sampled log-prob: 0.0)
+            extra = list(self.tokenizer(matched, add_special_tokens=False)["input_ids"])
+            text, ids, logprobs = text + matched, ids + extra, logprobs + [0.0] * len(extra)
         return Generation(
             prompt_ids=list(prompt),
             completion_ids=ids,
