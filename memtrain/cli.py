@@ -187,10 +187,15 @@ def print_build_summary(manifest: dict) -> None:
         table.add_row("tokens / episode", f"{summary['tokens'] / summary['episodes']:,.0f}")
     for label, n in summary.get("labels", {}).items():
         table.add_row(f"answer label {label}", f"{n:,}")
-    for reason, n in {**summary.get("dropped", {}), **summary.get("rejections", {})}.items():
-        table.add_row(f"dropped: {reason}", f"{n:,}")
-    for stage, info in manifest.get("stages", {}).items():
-        table.add_row(f"time: {stage}", f"{info['seconds']:.1f} s")
+    for reason, n in summary.get("dropped", {}).items():
+        table.add_row(f"pages dropped: {reason}", f"{n:,}")
+    for reason, n in summary.get("rejections", {}).items():
+        table.add_row(f"episode attempts rejected: {reason}", f"{n:,}")
+    from .pipeline.build import STAGES
+
+    stages = manifest.get("stages", {})
+    for stage in sorted(stages, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES)):
+        table.add_row(f"time: {stage}", f"{stages[stage]['seconds']:.1f} s")
     console.print(table)
 
 

@@ -59,6 +59,8 @@ from .tokens import chunk_bounds, count_tokens, load_tokenizer
 from .units import is_finished, publish_version, remove_temporaries, source_key, unit_stats
 
 PASSAGE_BATCH = 2000
+# The stages in the order they run, as the manifest's "stages" and the stats' "seconds" name them.
+STAGES = ("read+clean+passages", "store", "related", "ner", "episodes", "write")
 
 
 @dataclass
