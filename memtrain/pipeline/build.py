@@ -196,7 +196,10 @@ def absolute(shard: read.SourceShard) -> read.SourceShard:
     return dataclasses.replace(shard, path=str(path.resolve())) if path.exists() else shard
 
 
-def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Path]:
+def run_read_stage(config, shards, folder: Path, reporter: Reporter, executor: Executor) -> list[Path]:
+    """Read, clean and split every source shard not finished yet: as tasks on `executor`, one shard each,
+    or shard after shard in this process, a lone shard (one dump file) having its pages cleaned by the
+    executor's workers when its tasks are cheap (a local pool)."""
     folder.mkdir(parents=True, exist_ok=True)
     outputs = [folder / f"shard-{i:05d}.parquet" for i in range(len(shards))]
     todo = [i for i, out in enumerate(outputs) if not is_finished(out, reporter)]
@@ -205,28 +208,24 @@ def run_read_stage(config, shards, folder: Path, reporter: Reporter) -> list[Pat
         if i not in todo:
             reporter.advance("read", json.loads(out.with_suffix(".json").read_text())["pages"])
 
-    workers = resolve_workers(config.workers)
     args = (config.passage_words, config.tokenizer)
-    if config.executor == "local" and (workers <= 1 or len(todo) <= 1):
-        # shard after shard in this process; a lone shard (one dump file) has its pages cleaned by the workers
-        with make_executor("local", workers if len(todo) == 1 else 1) as pool:
-            for i in todo:
-                on_page = functools.partial(reporter.advance, "read")
-                clean_pool = pool if pool.slots() > 1 else None
-                stats = process_shard(shards[i], *args, str(outputs[i]), on_page, clean_pool)
-                write_json_atomic(outputs[i].with_suffix(".json"), {**stats, "file": unit_stats(outputs[i])})
-                reporter.advance("read", stats["pages"] % 100)
+    if executor.slots() <= 1 or (len(todo) <= 1 and executor.fine_grained):
+        clean_pool = executor if executor.slots() > 1 else None
+        for i in todo:
+            on_page = functools.partial(reporter.advance, "read")
+            stats = process_shard(shards[i], *args, str(outputs[i]), on_page, clean_pool)
+            write_json_atomic(outputs[i].with_suffix(".json"), {**stats, "file": unit_stats(outputs[i])})
+            reporter.advance("read", stats["pages"] % 100)
     else:
-        with make_executor(config.executor, min(workers, len(todo))) as pool:
-            # absolute paths: Ray workers may run in another directory, or on another node
-            futures = {
-                pool.submit(process_shard, absolute(shards[i]), *args, str(outputs[i].resolve())): i
-                for i in todo
-            }
-            for future in as_completed(futures):
-                stats, out = future.result(), outputs[futures[future]]
-                write_json_atomic(out.with_suffix(".json"), {**stats, "file": unit_stats(out)})
-                reporter.advance("read", stats["pages"])
+        # absolute paths: Ray workers may run in another directory, or on another node
+        futures = {
+            executor.submit(process_shard, absolute(shards[i]), *args, str(outputs[i].resolve())): i
+            for i in todo
+        }
+        for future in as_completed(futures):
+            stats, out = future.result(), outputs[futures[future]]
+            write_json_atomic(out.with_suffix(".json"), {**stats, "file": unit_stats(out)})
+            reporter.advance("read", stats["pages"])
     reporter.finish("read")
     return outputs
 
@@ -419,7 +418,20 @@ def start_episode_worker(tokenizer_name: str, ner_model: str) -> None:
     worker_pipeline(ner_model)
 
 
-def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, reporter) -> list[Path]:
+def build_executor(config: CorpusConfig) -> Executor:
+    """The executor of a whole build: `workers` local processes, each loading the tokenizer and the spaCy
+    pipeline once when it starts (so that the loading overlaps the read stage, whose pages they also clean),
+    this process alone (`workers: 1`), or Ray tasks with `ner_cpus_per_worker` CPUs per NER task."""
+    setup = (config.tokenizer, config.ner_model)
+    ray_options = {recognise_texts: {"num_cpus": config.ner_cpus_per_worker}}
+    return make_executor(
+        config.executor, resolve_workers(config.workers), start_episode_worker, setup, ray_options
+    )
+
+
+def run_episode_stage(
+    config, store, retriever, work: Path, cache_dir: Path, reporter, executor: Executor
+) -> list[Path]:
     folder = work / "episodes"
     folder.mkdir(parents=True, exist_ok=True)
     size = config.episodes_per_shard
@@ -432,20 +444,14 @@ def run_episode_stage(config, store, retriever, work: Path, cache_dir: Path, rep
     ner_seconds = 0.0
     if todo:
         cache = NerCache(cache_dir, config.ner_model, log=reporter.log)
-        workers = resolve_workers(config.workers)
-        setup = (config.tokenizer, config.ner_model)
-        ray_options = {recognise_texts: {"num_cpus": config.ner_cpus_per_worker}}
-        with make_executor(config.executor, workers, start_episode_worker, setup, ray_options) as executor:
-            for k in todo:
-                rows, stats = build_episode_shard(
-                    config, ranges[k], store, retriever, cache, executor, reporter
-                )
-                ner_seconds += stats["ner_seconds"]
-                cache.flush()
-                table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
-                with atomic_path(outputs[k]) as tmp:
-                    pq.write_table(table, tmp, compression="zstd")
-                write_json_atomic(outputs[k].with_suffix(".json"), {**stats, "file": unit_stats(outputs[k])})
+        for k in todo:
+            rows, stats = build_episode_shard(config, ranges[k], store, retriever, cache, executor, reporter)
+            ner_seconds += stats["ner_seconds"]
+            cache.flush()
+            table = pa.Table.from_pylist(rows, schema=EPISODE_SCHEMA)
+            with atomic_path(outputs[k]) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
+            write_json_atomic(outputs[k].with_suffix(".json"), {**stats, "file": unit_stats(outputs[k])})
     reporter.finish("ner")
     reporter.finish("episodes")
     return outputs, ner_seconds
@@ -576,16 +582,19 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
     # Passages, their store and the index live in the shared cache; a version holds copies of the shards.
     passage_dir = cache_dir / f"passages-{passages_identity(config, fingerprint)}"
     seconds: dict[str, float] = {}  # this run's times: a resumed build spends nothing on finished units
-    with timed(seconds, "read+clean+passages"):
-        passage_files = run_read_stage(config, shards, passage_dir, reporter)
-    shard_stats, counts, dropped = read_counts(source, passage_files)
-    with timed(seconds, "store"):
-        store = run_store_stage(config, passage_files, passage_dir, reporter)
-    check_enough_text(config, store, source)
-    with timed(seconds, "related"):
-        retriever = run_related_stage(config, store, passage_dir, reporter)
-    with timed(seconds, "episodes"):
-        episode_files, seconds["ner"] = run_episode_stage(config, store, retriever, work, cache_dir, reporter)
+    with build_executor(config) as executor:  # one pool of workers for every stage
+        with timed(seconds, "read+clean+passages"):
+            passage_files = run_read_stage(config, shards, passage_dir, reporter, executor)
+        shard_stats, counts, dropped = read_counts(source, passage_files)
+        with timed(seconds, "store"):
+            store = run_store_stage(config, passage_files, passage_dir, reporter)
+        check_enough_text(config, store, source)
+        with timed(seconds, "related"):
+            retriever = run_related_stage(config, store, passage_dir, reporter)
+        with timed(seconds, "episodes"):
+            episode_files, seconds["ner"] = run_episode_stage(
+                config, store, retriever, work, cache_dir, reporter, executor
+            )
     seconds["episodes"] -= seconds["ner"]  # what assembly costs beyond NER
     episode_stats, summary = episode_results(source, episode_files)
 

@@ -20,6 +20,8 @@ TASK_RETRIES = 3  # Ray runs a task again this often when its worker dies (a Pyt
 class InlineExecutor(Executor):
     """Runs each task at once in this process: the one-worker stand-in for a pool."""
 
+    fine_grained = True  # whether tasks of a few milliseconds pay off (per page, per batch)
+
     def slots(self, cpus_per_task: int = 1) -> int:
         return 1
 
@@ -35,6 +37,8 @@ class InlineExecutor(Executor):
 class ProcessPool(ProcessPoolExecutor):
     """A process pool that, when its `with` block fails, drops the tasks not started yet instead of running
     them all first (a build queues a round's NER batches at once)."""
+
+    fine_grained = True
 
     def __init__(self, max_workers: int, **kwargs) -> None:
         super().__init__(max_workers, **kwargs)
@@ -57,6 +61,8 @@ class RayExecutor(Executor):
     OUT must be on storage every node sees. A task whose worker dies is run again (`TASK_RETRIES`), so its
     result arrives once; `task_options` gives Ray options (e.g. ``num_cpus``) to the tasks of a function.
     """
+
+    fine_grained = False  # each task is a scheduling round trip: shards, batches, not pages
 
     def __init__(self, task_options: dict[Callable, dict] | None = None) -> None:
         try:
