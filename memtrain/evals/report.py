@@ -259,7 +259,7 @@ def run_results(
     """``(results, scores)`` of one run: the ``results.json`` content and the per-item scores."""
     run = run if isinstance(run, Run) else load_run(run)
     scores = scoring.score_records(run.records)
-    cells = scoring.summarize(scores, resamples=resamples, confidence=confidence, seed=seed)
+    cells = scoring.summarize_lengths(scores, resamples=resamples, confidence=confidence, seed=seed)
     for cell in cells:
         cell["column"] = column_label(cell["num_docs"])
     table_lengths = [n for n in TABLE1_LENGTHS if any(c["num_docs"] == n for c in cells)]

@@ -223,7 +223,7 @@ def summarize_cell(
     }
 
 
-def summarize(
+def summarize_lengths(
     scores: Iterable[Mapping[str, Any]],
     *,
     resamples: int = RESAMPLES,
