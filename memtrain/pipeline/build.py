@@ -496,10 +496,12 @@ def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def run_store_stage(config, passage_files: list[Path], passage_dir: Path, reporter: Reporter) -> PassageStore:
-    """The memory-mapped store of the passage shards (written once per passage set, see `store`)."""
-    total = sum(json.loads(f.with_suffix(".json").read_text())["passages"] for f in passage_files)
-    reporter.start("store", total=total, unit="passages")
+def run_store_stage(
+    config, passage_files: list[Path], passages: int, passage_dir: Path, reporter: Reporter
+) -> PassageStore:
+    """The memory-mapped store of the `passages` passages of the shards (written once per passage set, see
+    `store`)."""
+    reporter.start("store", total=passages, unit="passages")
     written: list[int] = []
 
     def on_batch(n: int) -> None:
@@ -587,7 +589,7 @@ def _build_locked(config: CorpusConfig, root: Path, reporter: Reporter) -> Build
             passage_files = run_read_stage(config, shards, passage_dir, reporter, executor)
         shard_stats, counts, dropped = read_counts(source, passage_files)
         with timed(seconds, "store"):
-            store = run_store_stage(config, passage_files, passage_dir, reporter)
+            store = run_store_stage(config, passage_files, counts["passages"], passage_dir, reporter)
         check_enough_text(config, store, source)
         with timed(seconds, "related"):
             retriever = run_related_stage(config, store, passage_dir, reporter)

@@ -60,8 +60,13 @@ class MappedColumn(Sequence):
             row += len(self)
         if not 0 <= row < len(self):
             raise IndexError(f"row {row} out of range for {len(self)} items")
+        chunk, local = self._locate(row)
+        return self.chunks[chunk][local].as_py()
+
+    def _locate(self, row: int) -> tuple[int, int]:
+        """The chunk holding `row` and its position there."""
         chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
-        return self.chunks[chunk][row - int(self.starts[chunk])].as_py()
+        return chunk, row - int(self.starts[chunk])
 
     def __iter__(self) -> Iterator[str]:
         for chunk in self.chunks:
@@ -71,13 +76,11 @@ class MappedColumn(Sequence):
         """Items ``start … stop - 1`` in order, converted a chunk at a time."""
         stop = min(stop, len(self))
         row = max(start, 0)
-        chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
         while row < stop:
-            local = row - int(self.starts[chunk])
+            chunk, local = self._locate(row)
             take = min(len(self.chunks[chunk]) - local, stop - row)
             yield from self.chunks[chunk].slice(local, take).to_pylist()
             row += take
-            chunk += 1
 
 
 def separator_tokens(tokenizer) -> int:

@@ -326,20 +326,19 @@ def include_stop(body: dict[str, Any]) -> bool:
     return value
 
 
-def without_stop(
-    generation: Generation, stops: tuple[str, ...], tokenizer: Any
-) -> tuple[Generation, str | None]:
-    """`generation` less the stop string that ended it, as OpenAI answers: the text up to the string's first
-    occurrence and the tokens before the one that completed it; and the string (None when no stop string
-    ended it)."""
+def stop_match(generation: Generation, stops: tuple[str, ...]) -> str | None:
+    """The stop string that ended `generation` (its first to occur), or None."""
     found = [(generation.text.find(x), x) for x in stops if x in generation.text]
-    if generation.finish_reason != "stop" or not found:
-        return generation, None
-    start, matched = min(found)
+    return min(found)[1] if generation.finish_reason == "stop" and found else None
+
+
+def without_stop(generation: Generation, matched: str, tokenizer: Any) -> Generation:
+    """`generation` less the stop string `matched` that ended it, as OpenAI answers: the text up to the
+    string's first occurrence and the tokens before the one that completed it."""
     ids = generation.completion_ids
     n = shortest_prefix(ids, tokenizer, lambda text: matched in text) - 1
-    cut = Generation(generation.prompt_ids, ids[:n], generation.logprobs[:n], generation.text[:start], "stop")
-    return cut, matched
+    text = generation.text[: generation.text.find(matched)]
+    return Generation(generation.prompt_ids, ids[:n], generation.logprobs[:n], text, "stop")
 
 
 def parse_request(body: Any, tokenizer: Any, limits: Limits) -> tuple[list[list[int]], SamplingParams]:
@@ -389,9 +388,9 @@ def completion_response(
     stops, keep_stop = request_stops(body), include_stop(body)
     choices = []
     for index, generation in enumerate(generations):
-        cut, matched = without_stop(generation, stops, tokenizer)
-        if not keep_stop:
-            generation = cut
+        matched = stop_match(generation, stops)
+        if matched is not None and not keep_stop:
+            generation = without_stop(generation, matched, tokenizer)
         choice: dict[str, Any] = {
             "index": index,
             "text": generation.text,
