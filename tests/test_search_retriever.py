@@ -20,9 +20,9 @@ from search_support import serving
 from test_retriever import HOTPOT_DEV, gold_queries, paragraphs, write_jsonl
 
 from memtrain.errors import ConfigError, MemtrainError
-from memtrain.evals.searchqa import open_retriever_for
 from memtrain.search import MAX_QUERY_CHARS, HTTPRetriever, Retriever, ServerLimits, make_server
 from memtrain.search.server import retrieve_response
+from memtrain.search.settings import open_retriever_for
 
 SMALL = ServerLimits(max_body_bytes=64 * 1024, max_queries=32, topk_max=10)
 

@@ -31,8 +31,8 @@ from ..errors import ConfigError, InputError
 from ..outputs import check_writable_output
 from ..search import qa
 from ..search.agent import SearchAgentConfig, rollout
-from ..search.client import HTTPRetriever, http_settings
-from ..search.retriever import Retriever, backend_identity
+from ..search.retriever import backend_identity
+from ..search.settings import RetrieverSettings
 from ..trainer.backends import GenerationBackend, load_backend
 from ..trainer.models import DEFAULT_MODEL
 from . import harness, search_report
@@ -66,8 +66,8 @@ class SearchRunConfig:
 
 
 @dataclass
-class SearchQAEval:
-    """Which benchmarks, which model, which retriever; `run` says how to generate."""
+class SearchQAEval(RetrieverSettings):
+    """Which benchmarks, which model, which retriever (`RetrieverSettings`); `run` says how to generate."""
 
     datasets: list[str] = field(
         default_factory=lambda: list(qa.DATASETS), metadata={"help": "Benchmarks, in the paper's order."}
@@ -88,24 +88,6 @@ class SearchQAEval:
         default=None,
         metadata={"help": "Shuffle the composed episodes with this seed (default: in order)."},
     )
-    retriever: str = field(
-        default="bm25", metadata={"help": "bm25 (in-process over --collection) or a server URL http://…"}
-    )
-    collection: str | None = field(
-        default=None,
-        metadata={"help": "Passage collection for bm25: wiki-18 JSONL/Parquet or a memtrain corpus."},
-    )
-    retriever_timeout_s: float | None = field(
-        default=None,
-        metadata={"help": "HTTP retriever: seconds to wait for an answer (unset: HTTPRetriever's default)."},
-    )
-    retriever_retries: int | None = field(
-        default=None,
-        metadata={
-            "help": "HTTP retriever: retries of a dropped connection or a 502/503/504 (unset: "
-            "HTTPRetriever's default)."
-        },
-    )
     model: str | None = field(default=None, metadata={"help": "Asset name, Hub id, folder or .gguf."})
     backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
     base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
@@ -119,15 +101,7 @@ class SearchQAEval:
             raise ConfigError(f"objectives must be at least 1, got {self.objectives}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1 episode per dataset (or unset), got {self.limit}")
-        if self.retriever != "bm25" and not self.retriever.startswith(("http://", "https://")):
-            raise ConfigError(f"retriever {self.retriever!r}: give bm25 or a server URL (http://host:port)")
-        if self.retriever == "bm25" and not self.collection:
-            raise ConfigError(
-                "retriever bm25 needs a passage collection: --collection PATH (JSONL, Parquet, corpus)"
-            )
-        if self.retriever == "bm25" and not Path(self.collection).exists():
-            raise ConfigError(f"collection: {self.collection}: no such file or folder")
-        http_settings(self.retriever_timeout_s, self.retriever_retries)
+        self.check_retriever()
 
 
 @dataclass
@@ -142,23 +116,6 @@ class SearchEvalResult:
 # --- data ---------------------------------------------------------------------------------------------------
 
 
-def open_retriever_for(
-    retriever: str,
-    collection: str | None,
-    log: Callable[[str], None] | None = None,
-    *,
-    timeout_s: float | None = None,
-    retries: int | None = None,
-):
-    """The search backend `retriever` names: ``bm25`` over `collection` in-process (its index built once
-    beside it), or a Search-R1 server's URL, asked with `timeout_s` and `retries` (``None``: the client's
-    defaults). The one way evaluation and training open a retriever."""
-    settings = http_settings(timeout_s, retries)
-    if retriever == "bm25":
-        return Retriever.open(collection, log=log)
-    return HTTPRetriever(retriever, **settings)
-
-
 def retriever_identity(retriever: Any) -> dict[str, Any]:
     """What a record's retrieved passages depend on: the retriever's own identity (BM25: the index's content
     and settings, the same in-process and through memtrain's server; another server: its URL), else its
@@ -168,8 +125,7 @@ def retriever_identity(retriever: Any) -> dict[str, Any]:
 
 def open_retriever(spec: SearchQAEval, log: Callable[[str], None] | None = None):
     """The search backend and what identifies it (a server is asked here, before any model loads)."""
-    timeout_s, retries = spec.retriever_timeout_s, spec.retriever_retries
-    retriever = open_retriever_for(spec.retriever, spec.collection, log, timeout_s=timeout_s, retries=retries)
+    retriever = spec.open_retriever(log)
     return retriever, retriever_identity(retriever)
 
 

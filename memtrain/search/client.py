@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
-from ..errors import ConfigError, MemtrainError
+from ..errors import MemtrainError
 from ..trainer.backends.openai_http import request_json
 from .retriever import Hit, check_queries, cut_queries
 from .server import ServerLimits
@@ -33,21 +32,6 @@ from .server import ServerLimits
 RETRYABLE_STATUS = (502, 503, 504)
 NO_INFO_STATUS = (404, 405, 501)  # what a server without ``GET /info`` (Search-R1's, MEM1's) answers there
 _UNASKED = object()
-
-
-def http_settings(timeout_s: float | None = None, retries: int | None = None) -> dict[str, Any]:
-    """`HTTPRetriever`'s keyword arguments for the runtime settings a run gives (``None``: the client's
-    default), checked: a one-line ConfigError naming the run's setting otherwise."""
-    if timeout_s is not None and (
-        isinstance(timeout_s, bool)
-        or not isinstance(timeout_s, int | float)
-        or not math.isfinite(timeout_s)
-        or timeout_s <= 0
-    ):
-        raise ConfigError(f"retriever_timeout_s must be a positive number of seconds, not {timeout_s!r}")
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-        raise ConfigError(f"retriever_retries must be a whole number, 0 or more, not {retries!r}")
-    return {k: v for k, v in (("timeout_s", timeout_s), ("retries", retries)) if v is not None}
 
 
 class HTTPRetriever:

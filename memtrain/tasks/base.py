@@ -285,7 +285,6 @@ class SearchQATask(Task):
     def check(self, config: TrainConfig) -> None:
         from ..search import qa
         from ..search.agent import SearchAgentConfig
-        from ..search.client import http_settings
 
         super().check(config)
         if not config.corpus:
@@ -296,18 +295,7 @@ class SearchQATask(Task):
         qa.parse_datasets(config.search_datasets)
         if config.objectives < 1:
             raise ConfigError(f"objectives must be at least 1, got {config.objectives}")
-        if config.retriever == "bm25":
-            if not config.collection:
-                raise ConfigError(
-                    "collection: the bm25 retriever needs a passage collection (collection=PATH)"
-                )
-            if not Path(config.collection).exists():
-                raise ConfigError(f"collection: {config.collection}: no such file or folder")
-        elif not config.retriever.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"retriever: {config.retriever!r}; give bm25 or a server URL (http://host:port)"
-            )
-        http_settings(config.retriever_timeout_s, config.retriever_retries)
+        config.check_retriever()
         SearchAgentConfig(**self.agent_settings(config))  # its own checks, one line each
         if config.answer_metric != "em":
             raise ConfigError(
@@ -367,15 +355,8 @@ class SearchQATask(Task):
 
     @staticmethod
     def open_retriever(config: TrainConfig) -> Any:
-        """The retriever `config` names, opened as evaluation opens it (`open_retriever_for`)."""
-        from ..evals.searchqa import open_retriever_for
-
-        return open_retriever_for(
-            config.retriever,
-            config.collection,
-            timeout_s=config.retriever_timeout_s,
-            retries=config.retriever_retries,
-        )
+        """The retriever `config` names, opened as evaluation opens it."""
+        return config.open_retriever()
 
     def configured(self, config: TrainConfig) -> SearchQATask:
         return SearchQATask(self.open_retriever(config), self.agent_settings(config))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..search.settings import RetrieverSettings
 from ..tasks.base import MASKED_ENTITY, SEARCH_QA, TASKS, Task, get_task
 from .agent import PAPER_CALL_TOKENS, AgentConfig, AgentSettings
 
@@ -60,12 +61,13 @@ _UNSUPPORTED_TRL_FIELDS: dict[str, tuple[Any, str]] = {
 
 
 @dataclass
-class TrainConfig(AgentSettings):
+class TrainConfig(RetrieverSettings, AgentSettings):
     """Joint GRPO on the memory agent: G1 E2E trajectories per episode, G2 recall samples per trajectory.
 
     The agent's settings (budgets, `group_size` G1, `recall_samples` G2, `recall`, the rewards, `temperature`
-    and `top_p` of training rollouts) are inherited from :class:`AgentSettings`; the fields below are
-    training's own."""
+    and `top_p` of training rollouts) are inherited from :class:`AgentSettings`, the search-QA retriever's
+    (`retriever`, `collection`, its timeout and retries) from
+    :class:`~memtrain.search.settings.RetrieverSettings`; the fields below are training's own."""
 
     # --- what to train, on what ---
     task: str = field(
@@ -128,26 +130,6 @@ class TrainConfig(AgentSettings):
         metadata={"help": "search-qa: training benchmarks (MEM1: NQ + HotpotQA); questions from `data`."},
     )
     objectives: int = field(default=2, metadata={"help": "search-qa: questions per episode (MEM1: 2)."})
-    retriever: str = field(
-        default="bm25", metadata={"help": "search-qa: bm25 (in-process over `collection`) or a server URL."}
-    )
-    collection: str | None = field(
-        default=None, metadata={"help": "search-qa: passages for bm25 (wiki-18 JSONL/Parquet, a corpus)."}
-    )
-    retriever_timeout_s: float | None = field(
-        default=None,
-        metadata={
-            "help": "search-qa: seconds to wait for an HTTP retriever's answer (unset: HTTPRetriever's "
-            "default)."
-        },
-    )
-    retriever_retries: int | None = field(
-        default=None,
-        metadata={
-            "help": "search-qa: retries of an HTTP retriever's dropped connection or 502/503/504 (unset: "
-            "HTTPRetriever's default)."
-        },
-    )
     max_turns: int = field(default=6, metadata={"help": "search-qa: turns per trajectory (MEM1: 6)."})
     observation_tokens: int = field(
         default=1000, metadata={"help": "search-qa: search results longer than this are cut (MEM1: 1,000)."}
