@@ -4,6 +4,7 @@ two workers writes what a build in one process writes, with NER in the workers a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from memtrain.corpus import open_corpus
 from memtrain.errors import ConfigError
 from memtrain.pipeline.config import PRESETS, CorpusConfig
+from memtrain.pipeline.executors import make_executor
 from memtrain.pipeline.ner import NerCache, ner_batches, recognise_texts
 
 # A build with two local workers in a fresh interpreter, so that what it imports and whether this process
@@ -105,3 +107,15 @@ def test_ner_processes_is_still_accepted_with_a_deprecation_warning():
 def test_ner_cpus_per_worker_below_one_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="^ner_cpus_per_worker must be at least 1, got 0$"):
         CorpusConfig(ner_cpus_per_worker=0)
+
+
+def test_forked_workers_see_the_environment_and_folder_their_pool_was_made_in(tmp_path, monkeypatch):
+    # Workers are forked from a server process started with the first pool; a later pool's workers must still
+    # start with the environment and working directory of the process as it is when that pool is made.
+    with make_executor("local", 2, preload=("json",)) as first:
+        assert first.submit(os.getpid).result() != os.getpid()
+    monkeypatch.setenv("MEMTRAIN_TEST_MARK", "set after the first pool")
+    monkeypatch.chdir(tmp_path)
+    with make_executor("local", 2, preload=("json",)) as pool:
+        assert pool.submit(os.getenv, "MEMTRAIN_TEST_MARK").result() == "set after the first pool"
+        assert pool.submit(os.getcwd).result() == str(tmp_path)

@@ -128,8 +128,15 @@ def clean_and_split(page, passage_words: int) -> tuple[list[dict], str | None]:
 
 
 def ordered_map(pool: Executor, fn, items: Iterable, *args, window: int = 64) -> Iterator:
-    """`fn(item, *args)` in `pool`, results in input order, at most `window` items in flight."""
+    """`fn(item, *args)` in `pool`, results in input order, at most `window` items in flight; in this process
+    while the pool is not `ready` (its workers still starting), so that cheap tasks never wait for them."""
     in_flight: collections.deque[Future] = collections.deque()
+    items = iter(items)
+    for item in items:
+        if pool.ready():
+            in_flight.append(pool.submit(fn, item, *args))
+            break
+        yield fn(item, *args)
     for item in items:
         in_flight.append(pool.submit(fn, item, *args))
         if len(in_flight) >= window:
@@ -412,6 +419,10 @@ def build_episode_shard(config, indices, store, retriever, cache, executor, repo
     return rows, stats
 
 
+# What every local worker imports before its set-up: imported once, by the server the workers fork from.
+WORKER_MODULES = ("memtrain.pipeline.build", "spacy", "transformers.models.auto.tokenization_auto")
+
+
 def start_episode_worker(tokenizer_name: str, ner_model: str) -> None:
     """Load once what every NER and masking task of this worker process uses."""
     load_tokenizer(tokenizer_name)
@@ -425,8 +436,9 @@ def build_executor(config: CorpusConfig) -> Executor:
     setup = (config.tokenizer, config.ner_model)
     ray_options = {recognise_texts: {"num_cpus": config.ner_cpus_per_worker}}
     return make_executor(
-        config.executor, resolve_workers(config.workers), start_episode_worker, setup, ray_options
-    )
+        config.executor, resolve_workers(config.workers), start_episode_worker, setup, ray_options,
+        preload=WORKER_MODULES,
+    )  # fmt: skip
 
 
 def run_episode_stage(

@@ -1,14 +1,16 @@
 """Where build-corpus runs its parallel tasks: this process, a local process pool, or a Ray cluster.
 
 All three are `concurrent.futures.Executor`s, so the stages submit work the same way whatever runs it, and
-each says how many tasks it runs at once (`slots`), which is all a stage needs to know to split its work.
+each says how many tasks it runs at once (`slots`), which is all a stage needs to know to split its work,
+and whether a task submitted now would start soon (`ready`: a local pool is still starting its workers).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 
 from ..errors import ConfigError
@@ -24,6 +26,9 @@ class InlineExecutor(Executor):
 
     def slots(self, cpus_per_task: int = 1) -> int:
         return 1
+
+    def ready(self) -> bool:
+        return True
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future: Future = Future()
@@ -43,10 +48,27 @@ class ProcessPool(ProcessPoolExecutor):
     def __init__(self, max_workers: int, **kwargs) -> None:
         super().__init__(max_workers, **kwargs)
         self.workers = max_workers
+        self._started = threading.Event()
+        # Starting the workers blocks whoever submits first (a forkserver answers once it has imported its
+        # modules), so a thread of its own does it: the caller goes on working meanwhile (see `ready`).
+        threading.Thread(target=self._start, name="memtrain-pool-start", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
+            futures = [self.submit(int) for _ in range(self.workers)]
+            futures[0].exception()  # a worker has run its initializer
+        except Exception:  # a broken or shut-down pool: the caller's own submits report it
+            pass
+        finally:
+            self._started.set()
 
     def slots(self, cpus_per_task: int = 1) -> int:
         """Its worker processes (a local task uses one core, whatever `cpus_per_task` asks on Ray)."""
         return self.workers
+
+    def ready(self) -> bool:
+        """Whether a worker has started: until then a task waits, and cheap work is better done at once."""
+        return self._started.is_set()
 
     def __exit__(self, exc_type, exc, tb):
         self.shutdown(wait=True, cancel_futures=exc_type is not None)
@@ -76,6 +98,9 @@ class RayExecutor(Executor):
         self._task = ray.remote(max_retries=TASK_RETRIES)(_call)
         self._task_options = task_options or {}
         self._refs: list = []
+
+    def ready(self) -> bool:
+        return True
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         options = {"name": getattr(fn, "__name__", "task"), **self._task_options.get(fn, {})}
@@ -112,25 +137,55 @@ def _call(fn, *args, **kwargs):
 
 
 def make_executor(
-    kind: str, workers: int, initializer=None, initargs=(), task_options: dict[Callable, dict] | None = None
+    kind: str,
+    workers: int,
+    initializer=None,
+    initargs=(),
+    task_options: dict[Callable, dict] | None = None,
+    preload: Sequence[str] = (),
 ) -> Executor:
-    """`local`: `workers` spawned processes, each set up by `initializer(*initargs)`, or this process when
+    """`local`: `workers` worker processes, each set up by `initializer(*initargs)`, or this process when
     `workers` is 1 (no set-up: it is not a worker). `ray`: Ray tasks with `task_options` per function;
-    `workers` and the set-up, which tunes local processes, do not apply (Ray sizes its pool to the cluster,
-    and a task loads what it needs on its worker's first use)."""
+    `workers`, the set-up and `preload`, which tune local processes, do not apply (Ray sizes its pool to the
+    cluster, and a task loads what it needs on its worker's first use).
+
+    With `preload` (module names), local workers are forked from a server process that imported those
+    modules once (multiprocessing's ``forkserver``), instead of each importing them anew, as spawned
+    processes do: that saves every worker seconds of CPU (spaCy imports thinc, which imports torch). The
+    server is one per process and imports the modules the first pool asked for."""
     if kind == "ray":
         return RayExecutor(task_options)
     if kind != "local":
         raise ConfigError(f"executor {kind!r} is unknown; available: {', '.join(EXECUTORS)}")
     if workers <= 1:
         return InlineExecutor()
-    # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy in a bad state
-    pool = ProcessPool(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs
-    )
-    for _ in range(workers):  # start the workers now, so their imports overlap with the caller's work
-        pool.submit(int)
-    return pool
+    context = worker_context(preload)
+    setup = (dict(os.environ), os.getcwd(), initializer, initargs)
+    return ProcessPool(workers, mp_context=context, initializer=start_worker, initargs=setup)
+
+
+def start_worker(environ: dict[str, str], cwd: str, initializer, initargs) -> None:
+    """A local worker's first step: this process's environment and working directory as the pool's creator
+    had them (a forkserver started earlier may hold older ones; a spawned worker has them already), then
+    `initializer(*initargs)`."""
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    os.chdir(cwd)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def worker_context(preload: Sequence[str] = ()):
+    """How local workers start. Never by forking this process: it may hold threads (tokenizers, torch) that
+    fork would copy in a bad state. A ``forkserver`` is a fresh single-threaded interpreter that imports
+    `preload` (and the main module, as a spawned worker would) and forks the workers from itself;
+    ``spawn`` where there is no forkserver (Windows) or nothing to preload."""
+    if not preload or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", *preload])
+    return context
 
 
 def resolve_workers(workers: int) -> int:

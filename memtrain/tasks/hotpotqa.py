@@ -723,6 +723,10 @@ def write_unit(out: str, rows: list[dict], tokenizer_name: str, chunk_size: int)
     return info
 
 
+# What every instance-writing worker imports before its set-up, once, in the server the workers fork from.
+WORKER_MODULES = ("memtrain.tasks.hotpotqa", "transformers.models.auto.tokenization_auto")
+
+
 def _start_worker(tokenizer_name: str) -> None:
     load_tokenizer(tokenizer_name)
 
@@ -734,7 +738,7 @@ class UnitWriter:
     def __init__(self, tokenizer: str, chunk_size: int, workers: int, reporter: Reporter) -> None:
         self.tokenizer, self.chunk_size, self.reporter = tokenizer, chunk_size, reporter
         self.window = 2 * max(1, workers)
-        self.pool = make_executor("local", workers, _start_worker, (tokenizer,))
+        self.pool = make_executor("local", workers, _start_worker, (tokenizer,), preload=WORKER_MODULES)
         self.files: list[Path] = []
         self.in_flight: collections.deque = collections.deque()
 
