@@ -231,7 +231,7 @@ def inspect_episodes_cmd(
     """Summarize a corpus version, render episodes, run SQL over its shards, or compare two versions."""
     from .corpus import open_corpus
     from .inspect import compare as compare_mod
-    from .inspect import query, render, summary, views
+    from .inspect import query, render, summary, tables, views
     from .outputs import check_writable_output
 
     modes = [
@@ -244,7 +244,7 @@ def inspect_episodes_cmd(
     if (fmt or output) and not sql:
         raise MemtrainError("--format and --output apply to --sql")
     if compare:
-        for renderable in compare_mod.comparison_tables(compare_mod.compare_versions(corpus_dir, *compare)):
+        for renderable in tables.comparison_tables(compare_mod.compare_versions(corpus_dir, *compare)):
             console.print(renderable)
         return
     output_path = check_writable_output(output, kind="file", what="--output") if output else None
@@ -255,7 +255,7 @@ def inspect_episodes_cmd(
         relation = query.run_query(con, sql)
         if chosen == "table":
             frame = query.query_frame(relation, limit + 1)
-            console.print(query.result_table(frame.head(limit)))
+            console.print(tables.result_table(frame.head(limit)))
             if frame.height > limit:
                 console.print(f"[dim]first {limit} rows shown; --limit N for more, --output FILE for all[/]")
         elif output_path:
@@ -275,7 +275,7 @@ def inspect_episodes_cmd(
                 console.rule()
             console.print(render.render_episode(ep))
         return
-    for table in summary.summary_tables(summary.summarize(corpus, con)):
+    for table in tables.summary_tables(summary.summarize(corpus, con)):
         console.print(table)
 
 

@@ -8,13 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import RenderableType
-from rich.table import Table
-from rich.text import Text
-
 from ..corpus import VERSION_DIR, CorpusVersion, open_corpus
 from ..errors import MemtrainError
-from .summary import number
 
 _VERSION = re.compile(r"^v?(\d+)$")
 
@@ -84,41 +79,3 @@ def compare_versions(path: str | Path, old_version: str | int, new_version: str 
         config=changes(old.manifest.get("config") or {}, new.manifest.get("config") or {}),
         build=changes(build_facts(old.manifest), build_facts(new.manifest)),
     )
-
-
-def plain(value: Any) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return number(value)
-    return "-" if value is None else json.dumps(value) if isinstance(value, list | dict) else str(value)
-
-
-def delta(old: Any, new: Any) -> str:
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new)):
-        return ""
-    diff = new - old
-    if diff == 0:
-        return "="
-    pct = f" ({100 * diff / old:+.1f}%)" if old else ""
-    return f"{diff:+,}{pct}" if isinstance(diff, int) else f"{diff:+,.1f}{pct}"
-
-
-def comparison_tables(comparison: Comparison) -> list[RenderableType]:
-    a, b = f"v{comparison.old.version}", f"v{comparison.new.version}"
-    counts = Table(title=f"{comparison.name}: {a} → {b} counts")
-    for col, justify in (("count", "left"), (a, "right"), (b, "right"), ("change", "right")):
-        counts.add_column(col, justify=justify)
-    for c in comparison.counts:
-        counts.add_row(c.key, plain(c.old), plain(c.new), delta(c.old, c.new))
-
-    tables: list[RenderableType] = [counts]
-    for title, rows in (("config", comparison.config), ("build", comparison.build)):
-        if not rows:
-            tables.append(Text(f"{title}: no change", style="italic"))
-            continue
-        table = Table(title=f"{title} changes")
-        for col in ("field", a, b):
-            table.add_column(col, overflow="fold")
-        for c in rows:
-            table.add_row(c.key, plain(c.old), plain(c.new))
-        tables.append(table)
-    return tables

@@ -14,7 +14,6 @@ from typing import TextIO
 
 import duckdb
 import polars as pl
-from rich.table import Table
 
 from ..errors import MemtrainError
 from ..io import atomic_path
@@ -83,19 +82,3 @@ def export_to_stream(
         file = export(con, relation, fmt, Path(folder) / f"result.{fmt}")
         with open(file, encoding="utf-8") as f:
             shutil.copyfileobj(f, stream or sys.stdout)
-
-
-def cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
-
-
-def result_table(frame: pl.DataFrame, title: str | None = None) -> Table:
-    table = Table(title=title)
-    for name, dtype in frame.schema.items():
-        table.add_column(name, justify="right" if dtype.is_numeric() else "left", overflow="fold")
-    for row in frame.iter_rows():
-        table.add_row(*(cell(v) for v in row))
-    return table

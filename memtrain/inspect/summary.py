@@ -1,4 +1,4 @@
-"""Summary statistics of a corpus version, computed by DuckDB over the shards, and their rich tables.
+"""Summary statistics of a corpus version, computed by DuckDB over the shards; `tables` draws them.
 
 The dataset card prints the same `Summary`, so the card and `memtrain inspect-episodes` never disagree.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
-from rich.table import Table
 
 from ..corpus import CorpusVersion
 from .views import first_row, translate_errors
@@ -293,106 +292,3 @@ def span(spread: Spread) -> str:
 
 def share(count: int, total: int) -> str:
     return f"{100 * count / total:.1f}%" if total else "-"
-
-
-def summary_tables(summary: Summary) -> list[Table]:
-    """The summary as rich tables: overview, per-episode spread, answer labels, answer lengths, token
-    lengths, chunks (for an instance set: overview, per N, per question, question types, answer kinds,
-    answer lengths)."""
-    if summary.is_instances:
-        return instance_tables(summary)
-    overview = Table(title=f"{summary.name} v{summary.version}", show_header=False)
-    overview.add_column("what")
-    overview.add_column("value", justify="right")
-    overview.add_row("episodes", number(summary.episodes))
-    overview.add_row("passages", number(summary.passages))
-    overview.add_row("articles", number(summary.articles))
-    overview.add_row("tokenizer", ", ".join(summary.tokenizers) or "-")
-    overview.add_row("chunk size (tokens)", ", ".join(str(c) for c in summary.chunk_sizes) or "-")
-    for role, mean in summary.roles.items():
-        overview.add_row(f"{role} passages per episode (mean)", number(mean))
-
-    spread = Table(title="per episode")
-    spread.add_column("")
-    for col in ("min", "median", "mean", "max"):
-        spread.add_column(col, justify="right")
-    for name, s in summary.per_episode.items():
-        spread.add_row(name, number(s.min), number(s.median), number(s.mean), number(s.max))
-
-    labels = Table(title="entity labels")
-    labels.add_column("label")
-    labels.add_column("answers", justify="right")
-    labels.add_column("share", justify="right")
-    labels.add_column("NER spans in texts", justify="right")
-    for row in summary.labels:
-        labels.add_row(
-            row.label, number(row.answers), share(row.answers, summary.episodes), number(row.spans)
-        )
-
-    lengths = distribution_table("answer length", "words", summary.answer_words, summary.episodes)
-    chunks = distribution_table("chunks per episode", "chunks", summary.chunk_counts, summary.episodes)
-    buckets = [(f"{number(a)}–{number(b)}", n) for a, b, n in summary.token_buckets]
-    tokens = distribution_table("tokens per episode", "tokens", buckets, summary.episodes)
-    return [overview, spread, labels, lengths, tokens, chunks]
-
-
-def distribution_table(title: str, key: str, counts, episodes: int, unit: str = "episodes") -> Table:
-    """How many episodes (or questions: `unit`) have each value of `key`, and their share."""
-    table = Table(title=title)
-    for column in (key, unit, "share"):
-        table.add_column(column, justify="right")
-    for value, n in counts:
-        table.add_row(str(value), number(n), share(n, episodes))
-    return table
-
-
-def instance_tables(summary: Summary) -> list[Table]:
-    """An instance set's summary: what it holds, then per N, per question, question types and answers."""
-    overview = Table(title=f"{summary.name} v{summary.version} · HotpotQA instances", show_header=False)
-    overview.add_column("what")
-    overview.add_column("value", justify="right")
-    overview.add_row("episodes", number(summary.episodes))  # the view's name; one per question and N
-    overview.add_row("questions", number(summary.questions))
-    overview.add_row("lengths N (documents)", ", ".join(str(n.num_docs) for n in summary.lengths) or "-")
-    overview.add_row("pool documents", number(summary.passages))
-    overview.add_row("builder seed", "-" if summary.seed is None else str(summary.seed))
-    overview.add_row("tokenizer", ", ".join(summary.tokenizers) or "-")
-    overview.add_row("chunk size (tokens)", ", ".join(str(c) for c in summary.chunk_sizes) or "-")
-    for role, mean in summary.roles.items():
-        overview.add_row(f"{role} passages per episode (mean)", number(mean))
-
-    per_length = Table(title="per N: tokens and chunks per instance")
-    for column in ("N", "instances", "questions", "min tokens", "mean tokens", "max tokens", "chunks"):
-        per_length.add_column(column, justify="right")
-    for n in summary.lengths:
-        per_length.add_row(
-            str(n.num_docs),
-            number(n.instances),
-            number(n.questions),
-            number(n.tokens.min),
-            number(n.tokens.mean),
-            number(n.tokens.max),
-            span(n.chunks),
-        )
-    documents = Table(title="per N: mean documents by role")
-    roles = sorted({r for n in summary.lengths for r in n.roles}, key=role_order)
-    for column in ("N", *roles):
-        documents.add_column(column, justify="right")
-    for n in summary.lengths:
-        documents.add_row(str(n.num_docs), *(number(n.roles.get(r, 0)) for r in roles))
-
-    spread = Table(title="per question")
-    spread.add_column("")
-    for col in ("min", "median", "mean", "max"):
-        spread.add_column(col, justify="right")
-    for name, s in summary.per_question.items():
-        spread.add_row(name, number(s.min), number(s.median), number(s.mean), number(s.max))
-
-    types = distribution_table(
-        "question types", "type", summary.question_types, summary.questions, "questions"
-    )
-    kinds = distribution_table("answers", "answer", summary.answer_kinds, summary.questions, "questions")
-    lengths = distribution_table(
-        "answer length", "words", summary.answer_lengths, summary.questions, "questions"
-    )
-    return [overview, per_length, documents, spread, types, kinds, lengths]
