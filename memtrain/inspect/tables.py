@@ -14,7 +14,7 @@ from rich.text import Text
 
 from .compare import Comparison
 from .query import CELL_CHARS
-from .summary import Summary, number, role_order, share, span
+from .summary import Spread, Summary, number, role_order, share, span
 
 
 def summary_tables(summary: Summary) -> list[Table]:
@@ -34,12 +34,7 @@ def summary_tables(summary: Summary) -> list[Table]:
     for role, mean in summary.roles.items():
         overview.add_row(f"{role} passages per episode (mean)", number(mean))
 
-    spread = Table(title="per episode")
-    spread.add_column("")
-    for col in ("min", "median", "mean", "max"):
-        spread.add_column(col, justify="right")
-    for name, s in summary.per_episode.items():
-        spread.add_row(name, number(s.min), number(s.median), number(s.mean), number(s.max))
+    spread = spread_table("per episode", summary.per_episode)
 
     labels = Table(title="entity labels")
     labels.add_column("label")
@@ -56,6 +51,17 @@ def summary_tables(summary: Summary) -> list[Table]:
     buckets = [(f"{number(a)}–{number(b)}", n) for a, b, n in summary.token_buckets]
     tokens = distribution_table("tokens per episode", "tokens", buckets, summary.episodes)
     return [overview, spread, labels, lengths, tokens, chunks]
+
+
+def spread_table(title: str, spreads: dict[str, Spread]) -> Table:
+    """Min, median, mean and max of each quantity, one row each."""
+    table = Table(title=title)
+    table.add_column("")
+    for col in ("min", "median", "mean", "max"):
+        table.add_column(col, justify="right")
+    for name, s in spreads.items():
+        table.add_row(name, number(s.min), number(s.median), number(s.mean), number(s.max))
+    return table
 
 
 def distribution_table(title: str, key: str, counts, episodes: int, unit: str = "episodes") -> Table:
@@ -103,12 +109,7 @@ def instance_tables(summary: Summary) -> list[Table]:
     for n in summary.lengths:
         documents.add_row(str(n.num_docs), *(number(n.roles.get(r, 0)) for r in roles))
 
-    spread = Table(title="per question")
-    spread.add_column("")
-    for col in ("min", "median", "mean", "max"):
-        spread.add_column(col, justify="right")
-    for name, s in summary.per_question.items():
-        spread.add_row(name, number(s.min), number(s.median), number(s.mean), number(s.max))
+    spread = spread_table("per question", summary.per_question)
 
     types = distribution_table(
         "question types", "type", summary.question_types, summary.questions, "questions"
