@@ -6,6 +6,10 @@ only in how many questions advance together:
 - batched: `--batch` questions per batch, every active memory-agent turn of all of them in one backend call;
 - per-question loop: one question at a time through the same backend (``batch_size=1``).
 
+The loop's prompts are then read once more without generating (a sample of them, scaled by tokens), which
+says how much of its time is prefill: batching shortens decoding (one pass over the weights serves every row)
+but not prefill on a CPU, so the loop's time over its prefill time bounds what any batching can gain.
+
 Then the batched memory agent runs at three lengths to show that its time grows linearly with the number of
 documents (chunks read), not with its square. Questions come from a HotpotQA file (default: the 40 real dev
 questions of the shared data).
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from prefill import Recorded, prefill_seconds
 
 from memtrain.evals import harness
 from memtrain.tasks import hotpotqa
@@ -96,9 +101,10 @@ def main() -> None:
         )  # fmt: skip
 
         rows = []
-        for name, config in (("batched", batched), ("per-question loop", loop)):
+        recorded = Recorded(backend)
+        for name, config, engine in (("batched", batched, backend), ("per-question loop", loop, recorded)):
             seconds, tokens, items = timed(
-                corpus, [args.compare_length], args.questions, backend, config, tmp / name.replace(" ", "-")
+                corpus, [args.compare_length], args.questions, engine, config, tmp / name.replace(" ", "-")
             )
             rows.append((name, seconds, tokens, items))
             print(
@@ -107,6 +113,12 @@ def main() -> None:
             )
         (_, fast, _, _), (_, slow, _, _) = rows
         print(f"{'ratio':>18}: {slow / fast:.2f}x questions/s (goal >= 4x on CPU)")
+        prefill = prefill_seconds(backend, recorded.prompts)
+        print(
+            f"{'prefill':>18}: ~{prefill:.1f} s of the loop's {slow:.1f} s ({100 * prefill / slow:.0f}%, "
+            f"{sum(map(len, recorded.prompts)):,} prompt tokens in {len(recorded.prompts)} calls); batching "
+            f"does not shorten it on a CPU, so even free batched decoding gains at most {slow / prefill:.2f}x"
+        )
 
         print("batched memory agent, time vs N:")
         base = None

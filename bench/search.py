@@ -97,6 +97,7 @@ def bench_retriever(repeats: list[int], tmp: Path) -> None:
 
 def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection: Path) -> None:
     import torch
+    from prefill import Recorded, prefill_seconds
 
     from memtrain.search import Retriever, qa
     from memtrain.search.agent import SearchAgentConfig, rollout
@@ -109,15 +110,18 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     config = SearchAgentConfig(max_turns=max_turns, response_tokens=response_tokens, observation_tokens=256)
     rollout(chosen[:1], backend, SearchAgentConfig(max_turns=1, response_tokens=4), retriever)  # warm-up
 
-    def timed(groups: list[list[dict]]) -> tuple[float, int]:
+    recorded = Recorded(backend)
+
+    def timed(groups: list[list[dict]], engine) -> tuple[float, int]:
         start, tokens = time.perf_counter(), 0
         for group in groups:
-            for trajectory in rollout(group, backend, config, retriever, seed=0):
+            for trajectory in rollout(group, engine, config, retriever, seed=0):
                 tokens += sum(len(t.generation.completion_ids) for t in trajectory.turns)
         return time.perf_counter() - start, tokens
 
-    batched, batched_tokens = timed([chosen])
-    single, single_tokens = timed([[e] for e in chosen])
+    batched, batched_tokens = timed([chosen], backend)
+    single, single_tokens = timed([[e] for e in chosen], recorded)
+    prefill = prefill_seconds(backend, recorded.prompts)
     print(
         f"\nsearch agent: SmolLM2-135M-Instruct, {len(chosen)} NQ episodes (2 questions each), "
         f"max_turns {max_turns}, response_tokens {response_tokens}, greedy, CPU, 2 torch threads"
@@ -127,6 +131,11 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     )
     print(f"  per-episode loop:                           {single:.1f} s, {single_tokens / single:.1f} tok/s")
     print(f"  speed-up: {single / batched:.2f}x episodes/s (goal 4x)")
+    print(
+        f"  prefill: ~{prefill:.1f} s of the loop's {single:.1f} s ({100 * prefill / single:.0f}%, "
+        f"{sum(map(len, recorded.prompts)):,} prompt tokens in {len(recorded.prompts)} prompts); batching "
+        f"does not shorten it on a CPU, so even free batched decoding gains at most {single / prefill:.2f}x"
+    )
     print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
