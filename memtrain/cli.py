@@ -628,6 +628,10 @@ def eval_hotpotqa_cmd(
         str | None, typer.Option(help="Local tokenizer of the served model (--backend openai).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (default: the checkpoint's)."),
+    ] = None,
     override: Annotated[
         list[str] | None,
         typer.Option(
@@ -652,7 +656,7 @@ def eval_hotpotqa_cmd(
     spec = HotpotQAEval(
         data=data, split=split, model=model, lengths=lengths, questions=questions,
         instance_seed=instance_seed, no_context_filter=no_context_filter, instances_root=instances,
-        backend=backend, base_url=base_url, tokenizer=tokenizer, device=device, run=run,
+        backend=backend, base_url=base_url, tokenizer=tokenizer, device=device, dtype=dtype, run=run,
     )  # fmt: skip
     result = _run_eval(spec, out)
     _print_eval_result(result)
@@ -801,6 +805,10 @@ def eval_search_qa_cmd(
         str | None, typer.Option(help="Local tokenizer of the served model (--backend openai).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Weights' dtype: float32, bfloat16 or float16 (default: the checkpoint's)."),
+    ] = None,
     override: Annotated[
         list[str] | None,
         typer.Option(
@@ -824,7 +832,7 @@ def eval_search_qa_cmd(
         datasets=datasets, data=data, split=split, objectives=objectives, limit=limit,
         sample_seed=sample_seed, retriever=retriever, collection=collection,
         retriever_timeout_s=retriever_timeout_s, retriever_retries=retriever_retries, model=model,
-        backend=backend, base_url=base_url, tokenizer=tokenizer, device=device, run=run,
+        backend=backend, base_url=base_url, tokenizer=tokenizer, device=device, dtype=dtype, run=run,
     )  # fmt: skip
     result = _run_search_eval(spec, out)
     _print_search_result(result)

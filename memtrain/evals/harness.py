@@ -38,12 +38,59 @@ from ..io import exclusive_lock, write_json_atomic
 from ..tasks.base import row_problem
 from ..trainer import prompts
 from ..trainer.agent import AgentConfig, CallStats, rollout
-from ..trainer.backends import GenerationBackend, SamplingParams
+from ..trainer.backends import BACKENDS, GenerationBackend, SamplingParams, load_backend
 from ..trainer.chunking import chat_prompt_ids, encode
 
 METHODS = ("memory-agent", "full-context", "truncate")
 ITEMS_FILE = "items.jsonl"
 CONFIG_FILE = "config.json"
+
+
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelSettings:
+    """The model an evaluation runs and how it is served: one definition for every `memtrain eval` task."""
+
+    model: str | None = field(
+        default=None, metadata={"help": "Asset name, Hub id, folder or .gguf (default SmolLM2)."}
+    )
+    backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
+    base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "Local tokenizer of the served model (openai backend; default: model)."},
+    )
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when present)."})
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weights' dtype, transformers and vllm backends: float32, bfloat16 or float16 (default: "
+            "the checkpoint's)."
+        },
+    )
+
+    def check_model(self) -> None:
+        """A one-line ConfigError for a backend or dtype no run can use, before anything loads."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.dtype is not None and self.dtype not in WEIGHT_DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r}: choose one of {', '.join(WEIGHT_DTYPES)}")
+        if self.dtype is not None and self.backend == "openai":
+            raise ConfigError("dtype: the openai backend serves the server's weights; unset --dtype")
+
+    def load_backend(self) -> GenerationBackend:
+        """The generation backend these settings name."""
+        if self.backend == "openai":
+            return load_backend(self.backend, self.model, base_url=self.base_url, tokenizer=self.tokenizer)
+        return load_backend(self.backend, self.model, device=self.device, dtype=self.dtype)
+
+    @property
+    def backend_label(self) -> str:
+        """The backend as a run's identity records it: its name, and the dtype when one is asked for (so a
+        bfloat16 run never resumes a float32 one's records)."""
+        return self.backend if self.dtype is None else f"{self.backend}-{self.dtype}"
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ..io import atomic_path, write_json_atomic
 from ..outputs import check_writable_output
 from ..pipeline.progress import Reporter
 from ..tasks import hotpotqa
-from ..trainer.backends import GenerationBackend, SamplingParams, load_backend
+from ..trainer.backends import GenerationBackend, SamplingParams
 from ..trainer.chunking import chat_prompt_ids
 from ..trainer.models import DEFAULT_MODEL
 from ..trainer.rewards import parse_answer, sub_em
@@ -40,8 +40,9 @@ NO_CONTEXT_SAMPLING = {"temperature": 1.0, "top_p": 0.7, "max_new_tokens": 512}
 
 
 @dataclass
-class HotpotQAEval:
-    """Where the data comes from, which instances, which model; `run` says how to generate."""
+class HotpotQAEval(harness.ModelSettings):
+    """Where the data comes from, which instances, which model (`ModelSettings`); `run` says how to
+    generate."""
 
     data: str | None = field(
         default=None,
@@ -50,9 +51,6 @@ class HotpotQAEval:
         },
     )
     split: str = field(default=hotpotqa.DEFAULT_SPLIT, metadata={"help": "Split, for a Hub id."})
-    model: str | None = field(
-        default=None, metadata={"help": "Asset name, Hub id, folder or .gguf (default SmolLM2)."}
-    )
     lengths: list[int] = field(
         default_factory=lambda: list(hotpotqa.DEFAULT_LENGTHS), metadata={"help": "Numbers of documents N."}
     )
@@ -62,19 +60,13 @@ class HotpotQAEval:
         default=False, metadata={"help": "Drop questions the model answers without any document (MemAgent)."}
     )
     instances_root: str = field(default="corpora", metadata={"help": "Where instance sets are built."})
-    backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
-    base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
-    tokenizer: str | None = field(
-        default=None,
-        metadata={"help": "Local tokenizer of the served model (openai backend; default: model)."},
-    )
-    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when present)."})
     run: harness.EvalConfig = field(default_factory=harness.EvalConfig)
 
     def __post_init__(self) -> None:
         if self.questions < 1:
             raise ConfigError(f"questions must be at least 1, got {self.questions}")
         self.lengths = hotpotqa.parse_lengths(self.lengths)
+        self.check_model()
 
 
 @dataclass
@@ -201,10 +193,9 @@ def evaluate_hotpotqa(
 
     stage(f"loading {model}")
     if backend is None:
-        options = {"tokenizer": spec.tokenizer} if spec.backend == "openai" else {"device": spec.device}
-        backend = load_backend(spec.backend, spec.model, base_url=spec.base_url, **options)
-    name = harness.run_name(model, config, identity, spec.backend)
-    settings = {"generation": {**config.generation_settings(), "model": model, "backend": spec.backend}}
+        backend = spec.load_backend()
+    name = harness.run_name(model, config, identity, spec.backend_label)
+    settings = {"generation": {**config.generation_settings(), "model": model, "backend": spec.backend_label}}
     run = harness.open_run(out, name, settings)
 
     kept = None
@@ -248,6 +239,7 @@ def evaluate_hotpotqa(
         "task": "hotpotqa",
         "model": model,
         "backend": spec.backend,
+        "dtype": spec.dtype,
         **settings,
         "method": config.method,
         "templates": config.templates,

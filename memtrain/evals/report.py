@@ -143,7 +143,13 @@ def setting(config: Mapping[str, Any], key: str) -> Any:
 def model_label(config: Mapping[str, Any]) -> str:
     """A short name for the run's model: ``label``/``model_name`` when the config has one, else the model id
     (a Hub id as it is; a local path by its last part, less ``.gguf``, with its parent when that part is a
-    training output's ``checkpoint-N``)."""
+    training output's ``checkpoint-N``), and the weights' dtype when the run asked for one."""
+    name = _model_name(config)
+    dtype = config.get("dtype")
+    return f"{name} ({dtype})" if dtype and not config.get("label") else name
+
+
+def _model_name(config: Mapping[str, Any]) -> str:
     for key in ("label", "model_name"):
         if config.get(key):
             return str(config[key])

@@ -33,7 +33,7 @@ from ..search import qa
 from ..search.agent import SearchAgentConfig, rollout
 from ..search.retriever import backend_identity
 from ..search.settings import RetrieverSettings
-from ..trainer.backends import GenerationBackend, load_backend
+from ..trainer.backends import GenerationBackend
 from ..trainer.models import DEFAULT_MODEL
 from . import harness, search_report
 from .longdoc import update_stats, write_items_parquet
@@ -66,8 +66,9 @@ class SearchRunConfig:
 
 
 @dataclass
-class SearchQAEval(RetrieverSettings):
-    """Which benchmarks, which model, which retriever (`RetrieverSettings`); `run` says how to generate."""
+class SearchQAEval(RetrieverSettings, harness.ModelSettings):
+    """Which benchmarks, which model (`ModelSettings`), which retriever (`RetrieverSettings`); `run` says how
+    to generate."""
 
     datasets: list[str] = field(
         default_factory=lambda: list(qa.DATASETS), metadata={"help": "Benchmarks, in the paper's order."}
@@ -88,11 +89,6 @@ class SearchQAEval(RetrieverSettings):
         default=None,
         metadata={"help": "Shuffle the composed episodes with this seed (default: in order)."},
     )
-    model: str | None = field(default=None, metadata={"help": "Asset name, Hub id, folder or .gguf."})
-    backend: str = field(default="transformers", metadata={"help": "transformers, vllm or openai."})
-    base_url: str | None = field(default=None, metadata={"help": "Server URL, for the openai backend."})
-    tokenizer: str | None = field(default=None, metadata={"help": "Local tokenizer of a served model."})
-    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when present)."})
     run: SearchRunConfig = field(default_factory=SearchRunConfig)
 
     def __post_init__(self) -> None:
@@ -102,6 +98,7 @@ class SearchQAEval(RetrieverSettings):
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1 episode per dataset (or unset), got {self.limit}")
         self.check_retriever()
+        self.check_model()
 
 
 @dataclass
@@ -256,11 +253,10 @@ def evaluate_search_qa(
         retriever_id = retriever_identity(retriever)
     stage(f"loading {model}")
     if backend is None:
-        options = {"tokenizer": spec.tokenizer} if spec.backend == "openai" else {"device": spec.device}
-        backend = load_backend(spec.backend, spec.model, base_url=spec.base_url, **options)
+        backend = spec.load_backend()
 
-    name = run_name(model, config, identity, retriever_id, spec.backend)
-    generation = {**config.generation_settings(), "model": model, "backend": spec.backend,
+    name = run_name(model, config, identity, retriever_id, spec.backend_label)
+    generation = {**config.generation_settings(), "model": model, "backend": spec.backend_label,
                   "retriever": retriever_id}  # fmt: skip
     run = harness.open_run(out, name, {"generation": generation})
     sources = check_sources(run, identities)
@@ -270,6 +266,7 @@ def evaluate_search_qa(
             "task": search_report.TASK,
             "model": model,
             "backend": spec.backend,
+            "dtype": spec.dtype,
             "method": METHOD,
             "generation": generation,
             "retriever": retriever_id,
