@@ -138,7 +138,10 @@ def test_the_report_merges_runs_in_the_table1_layout_with_the_papers_rows(eval_r
         (["--data", "/nonexistent/hotpot.json"], ["/nonexistent/hotpot.json"]),
         (["-o", "chunk_tokens=lots"], ["-o chunk_tokens=lots"]),
         (["--dtype", "bf16"], ["dtype 'bf16'", "bfloat16"]),
-        (["--dtype", "bfloat16", "--backend", "openai", "--base-url", "http://127.0.0.1:9"], ["unset --dtype"]),
+        (
+            ["--dtype", "bfloat16", "--backend", "openai", "--base-url", "http://127.0.0.1:9"],
+            ["unset --dtype"],
+        ),
     ],
 )
 def test_bad_arguments_fail_in_one_line_before_any_model_loads(tmp_path, args, needles):
