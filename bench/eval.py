@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from prefill import Recorded, prefill_seconds
+from prefill import Recorded, prefill_line, prefill_seconds
 
 from memtrain.evals import harness
 from memtrain.tasks import hotpotqa
@@ -114,11 +114,7 @@ def main() -> None:
         (_, fast, _, _), (_, slow, _, _) = rows
         print(f"{'ratio':>18}: {slow / fast:.2f}x questions/s (goal >= 4x on CPU)")
         prefill = prefill_seconds(backend, recorded.prompts)
-        print(
-            f"{'prefill':>18}: ~{prefill:.1f} s of the loop's {slow:.1f} s ({100 * prefill / slow:.0f}%, "
-            f"{sum(map(len, recorded.prompts)):,} prompt tokens in {len(recorded.prompts)} calls); batching "
-            f"does not shorten it on a CPU, so even free batched decoding gains at most {slow / prefill:.2f}x"
-        )
+        print(f"{'prefill':>18}: {prefill_line(prefill, slow, recorded.prompts)}")
 
         print("batched memory agent, time vs N:")
         base = None

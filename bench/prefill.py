@@ -27,6 +27,15 @@ class Recorded:
         return self.backend.generate(prompts, params, **kwargs)
 
 
+def prefill_line(prefill: float, total: float, prompts: list[list[int]], what: str = "calls") -> str:
+    """The figures of `prefill` seconds in a `total`-second run over `prompts`, as the benches print them."""
+    return (
+        f"~{prefill:.1f} s of the loop's {total:.1f} s ({100 * prefill / total:.0f}%, "
+        f"{sum(map(len, prompts)):,} prompt tokens in {len(prompts)} {what}); batching does not shorten it "
+        f"on a CPU, so even free batched decoding gains at most {total / prefill:.2f}x"
+    )
+
+
 def prefill_seconds(backend, prompts: list[list[int]], sample: int = 16) -> float:
     """Seconds the model takes to read `prompts` one at a time without generating: an even sample of them
     timed, scaled to all by their tokens."""

@@ -97,7 +97,7 @@ def bench_retriever(repeats: list[int], tmp: Path) -> None:
 
 def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection: Path) -> None:
     import torch
-    from prefill import Recorded, prefill_seconds
+    from prefill import Recorded, prefill_line, prefill_seconds
 
     from memtrain.search import Retriever, qa
     from memtrain.search.agent import SearchAgentConfig, rollout
@@ -131,11 +131,7 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     )
     print(f"  per-episode loop:                           {single:.1f} s, {single_tokens / single:.1f} tok/s")
     print(f"  speed-up: {single / batched:.2f}x episodes/s (goal 4x)")
-    print(
-        f"  prefill: ~{prefill:.1f} s of the loop's {single:.1f} s ({100 * prefill / single:.0f}%, "
-        f"{sum(map(len, recorded.prompts)):,} prompt tokens in {len(recorded.prompts)} prompts); batching "
-        f"does not shorten it on a CPU, so even free batched decoding gains at most {single / prefill:.2f}x"
-    )
+    print(f"  prefill: {prefill_line(prefill, single, recorded.prompts, 'prompts')}")
     print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

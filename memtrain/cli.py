@@ -645,10 +645,7 @@ def eval_hotpotqa_cmd(
     from .evals.harness import EvalConfig
     from .evals.longdoc import HotpotQAEval
     from .trainer.agent import AgentConfig
-    from .trainer.backends import BACKENDS
 
-    if backend not in BACKENDS:
-        raise MemtrainError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     run = _eval_run_config(
         EvalConfig, AgentConfig, dataclasses.asdict(EvalConfig().agent),
         {"method": method, "templates": templates, "samples": samples, "seed": seed}, override,
@@ -821,10 +818,7 @@ def eval_search_qa_cmd(
 
     from .evals.searchqa import SearchQAEval, SearchRunConfig
     from .search.agent import SearchAgentConfig
-    from .trainer.backends import BACKENDS
 
-    if backend not in BACKENDS:
-        raise MemtrainError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     run = _eval_run_config(
         SearchRunConfig, SearchAgentConfig, {"history": history}, {"samples": samples, "seed": seed}, override
     )

@@ -40,13 +40,11 @@ from ..trainer import prompts
 from ..trainer.agent import AgentConfig, CallStats, rollout
 from ..trainer.backends import BACKENDS, GenerationBackend, SamplingParams, load_backend
 from ..trainer.chunking import chat_prompt_ids, encode
+from ..trainer.models import WEIGHT_DTYPES
 
 METHODS = ("memory-agent", "full-context", "truncate")
 ITEMS_FILE = "items.jsonl"
 CONFIG_FILE = "config.json"
-
-
-WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass

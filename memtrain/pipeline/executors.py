@@ -160,18 +160,17 @@ def make_executor(
     if workers <= 1:
         return InlineExecutor()
     context = worker_context(preload)
-    setup = (dict(os.environ), os.getcwd(), initializer, initargs)
+    setup = (dict(os.environ), initializer, initargs)
     return ProcessPool(workers, mp_context=context, initializer=start_worker, initargs=setup)
 
 
-def start_worker(environ: dict[str, str], cwd: str, initializer, initargs) -> None:
-    """A local worker's first step: this process's environment and working directory as the pool's creator
-    had them (a forkserver started earlier may hold older ones; a spawned worker has them already), then
+def start_worker(environ: dict[str, str], initializer, initargs) -> None:
+    """A local worker's first step: the environment as the pool's creator had it (a forkserver started
+    earlier holds the one of its own start; multiprocessing passes the working directory itself), then
     `initializer(*initargs)`."""
     if os.environ != environ:
         os.environ.clear()
         os.environ.update(environ)
-    os.chdir(cwd)
     if initializer is not None:
         initializer(*initargs)
 

@@ -351,15 +351,10 @@ class SearchQATask(Task):
         """The BM25 index built here, in the one process that prepares the data, so that every training
         process only loads it (`configured`)."""
         if config.retriever == "bm25":
-            SearchQATask.open_retriever(config)
-
-    @staticmethod
-    def open_retriever(config: TrainConfig) -> Any:
-        """The retriever `config` names, opened as evaluation opens it."""
-        return config.open_retriever()
+            config.open_retriever()
 
     def configured(self, config: TrainConfig) -> SearchQATask:
-        return SearchQATask(self.open_retriever(config), self.agent_settings(config))
+        return SearchQATask(config.open_retriever(), self.agent_settings(config))
 
     def rollout(
         self, episodes: Sequence[Mapping[str, Any]], backend: Any, config: Any, **kwargs

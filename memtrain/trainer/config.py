@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..search.settings import RetrieverSettings
 from ..tasks.base import MASKED_ENTITY, SEARCH_QA, TASKS, Task, get_task
 from .agent import PAPER_CALL_TOKENS, AgentConfig, AgentSettings
+from .models import WEIGHT_DTYPES
 
 SEARCH_TURN_OVERHEAD = (
     32  # tokens of a kept search turn beyond its response and observation (tags, turns left)
@@ -37,7 +38,7 @@ SEARCH_TURN_OVERHEAD = (
 
 BACKENDS = ("transformers", "vllm")
 VLLM_MODES = ("colocate", "server")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", *WEIGHT_DTYPES)
 # GRPOConfig fields derived from those `trl_kwargs` sets (TRL's batch arithmetic, a deprecated alias).
 _DERIVED_TRL_FIELDS = {"generation_batch_size", "gradient_checkpointing"}
 # GRPOConfig fields that MemTrainer cannot honour, with the one value it accepts and why: memory-agent

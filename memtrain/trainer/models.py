@@ -25,6 +25,7 @@ from ..errors import InputError, MemtrainError
 from ..io import current_umask, replace_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16")  # what `load_model(dtype=...)` takes besides the default
 
 
 @dataclass(frozen=True, slots=True)
