@@ -196,3 +196,18 @@ def test_a_stop_string_ends_each_completion_where_it_first_appears():
             assert s.finish_reason == "stop" and n < len(f.completion_ids)
         else:
             assert s.completion_ids == f.completion_ids
+
+
+def test_prompts_prefilled_one_by_one_decode_as_the_padded_batch_does(prompts):
+    """On a CPU each prompt is prefilled alone, unpadded, and placed at its row of the padded layout: the
+    samples and log-probs are the padded batch's and the model's own (a one-token prompt, a repeat too)."""
+    backend = smollm2_backend()
+    assert backend.prefill_rows  # the CPU default
+    batch = [prompts[0], prompts[1], [prompts[1][0]], prompts[0]]
+    padded = TransformersBackend(backend.model, backend.tokenizer, prefill_rows=False)
+    for params in (SamplingParams(8, 0.0, 1.0, seed=1), SamplingParams(8, 1.0, 1.0, seed=6)):
+        rows = check_against_teacher_forcing(backend, batch, params)
+        reference = padded.generate(batch, params)
+        assert [g.completion_ids for g in rows] == [g.completion_ids for g in reference]
+        for a, b in zip(rows, reference, strict=True):
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)

@@ -118,7 +118,8 @@ class TransformersBackend:
 
     `max_batch_size` bounds how many prompts run through ``generate`` together (memory); 1 gives the
     per-prompt loop that ``bench/rollout.py`` compares against. With `share_prefill`, identical prompts of a
-    micro-batch are prefilled once.
+    micro-batch are prefilled once; with `prefill_rows` (default: on a CPU), each prompt is prefilled alone,
+    unpadded, before the micro-batch decodes together.
 
     The KV cache has the layout the model's config declares (``layer_types`` / ``sliding_window``): full
     attention layers keep every position, sliding-window layers (Gemma 2/3, Mistral) only their window.
@@ -126,13 +127,22 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 64, share_prefill: bool = True):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_batch_size: int = 64,
+        share_prefill: bool = True,
+        prefill_rows: bool | None = None,
+    ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.share_prefill = share_prefill
+        # each prompt prefilled alone, unpadded (see _prefill): by default where compute is scarce, on a CPU
+        self.prefill_rows = model.device.type == "cpu" if prefill_rows is None else prefill_rows
         self.eos_ids = stop_token_ids(model.generation_config, tokenizer)
         self._stop_criteria: dict[tuple[str, ...], StoppingCriteria] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
@@ -234,42 +244,88 @@ class TransformersBackend:
         """
         return StaticCache(config=self._text_config(), max_cache_len=length)
 
-    def _shared_prefill(self, prompts: list[Sequence[int]], width: int, length: int) -> StaticCache | None:
-        """A cache of `length` positions per row in which every prompt but its last token is already
-        prefilled, each distinct prompt computed once and its keys and values copied to every row that
-        repeats it; None when every prompt is distinct (``generate`` then prefills everything itself).
+    def _prefill(self, prompts: list[Sequence[int]], width: int, length: int) -> StaticCache | None:
+        """A cache of `length` positions per row, laid out for prompts left-padded to `width`, in which every
+        prompt but its last token is already prefilled; None leaves the prefill to ``generate``.
 
-        A rollout sends many identical prompts in one call (the G1 first turns of an episode, the G2 samples
-        of a recall prompt); prefill dominates CPU time, so sharing it is the batch's biggest saving.
+        Two savings, either of which makes it worth doing here rather than in ``generate``:
 
-        The distinct prompts are prefilled into a cache of the model's own layout, whose rows are then
-        repeated layer by layer, so each layer keeps exactly what it would have kept had ``generate``
-        prefilled every row: a sliding-window layer holds the last ``sliding_window`` positions and counts
-        every position it has seen (copying a model-made dynamic cache instead would leave sliding layers
-        short: they keep only ``sliding_window - 1`` positions, and ``generate`` reads the prompt length from
-        layer 0, a sliding layer in Gemma 3).
+        - identical prompts (with `share_prefill`) are computed once and their keys and values copied to
+          every row that repeats them: a rollout sends many (the G1 first turns of an episode, the G2 samples
+          of a recall prompt), and prefill dominates CPU time;
+        - with `prefill_rows`, every distinct prompt is read alone, unpadded, and its keys and values placed
+          at its row's positions. A padded batch needs an attention mask, and with one the attention kernel
+          computes every query against every key, the masked half of the square included, where one causal
+          row skips it: on a CPU, whose prefill is compute-bound, 8 rows of 1,650 tokens took 42 s padded
+          and 36 s one by one (SmolLM2-135M, 2 cores), and attention's share grows with the prompt. A GPU has
+          the parallelism to spare, so there the padded batch stays.
+
+        Rows are placed one by one only when every layer keeps every position (``StaticLayer``): a
+        sliding-window layer's slots depend on how many positions it has seen, pads included, so those
+        models take the shared padded prefill. The distinct prompts are then prefilled into a cache of the
+        model's own layout, whose rows are repeated layer by layer, so each layer keeps exactly what it would
+        have kept had ``generate`` prefilled every row (copying a model-made dynamic cache instead would leave
+        sliding layers short: they keep only ``sliding_window - 1`` positions, and ``generate`` reads the
+        prompt length from layer 0, a sliding layer in Gemma 3).
         """
-        distinct: dict[tuple[int, ...], int] = {}
-        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-        if len(distinct) == len(prompts) or width < 2:
+        if width < 2:
             return None
-        ids, mask = self._left_pad(list(distinct), width)
+        if self.share_prefill:
+            distinct: dict[tuple[int, ...], int] = {}
+            rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+            reads: list[Sequence[int]] = list(distinct)
+        else:
+            rows, reads = list(range(len(prompts))), list(prompts)
+        if self.prefill_rows and self._full_attention_only():
+            return self._prefill_rows(reads, rows, width, length)
+        if len(reads) == len(prompts):
+            return None  # nothing repeats: generate's own padded prefill does the same work
+        ids, mask = self._left_pad(reads, width)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = self._new_cache(length)
-        self.model(
-            input_ids=ids[:, :-1],
-            attention_mask=mask[:, :-1],
-            position_ids=positions[:, :-1],
-            use_cache=True,
-            logits_to_keep=1,  # only the cache is wanted; logits at every position cost GBs and LM-head time
-            **{_CACHE_KWARG: cache},
-        )
+        self._read(ids[:, :-1], cache, attention_mask=mask[:, :-1], position_ids=positions[:, :-1])
         index = torch.tensor(rows, device=ids.device)
         for layer in cache.layers:  # _SHAREABLE_LAYERS: the lengths are per layer, the same for every row
             layer.keys = layer.keys.index_select(0, index)
             layer.values = layer.values.index_select(0, index)
             layer.batch_size = len(rows)
         return cache
+
+    def _prefill_rows(
+        self, reads: list[Sequence[int]], rows: list[int], width: int, length: int
+    ) -> StaticCache:
+        """`reads[rows[r]]` prefilled alone (all but its last token) into row r of a `length`-position cache
+        whose rows are left-padded to `width`: its positions end where the padded layout ends them."""
+        cache = self._new_cache(length)
+        members: dict[int, list[int]] = {}
+        for r, read in enumerate(rows):
+            members.setdefault(read, []).append(r)
+        device = self.model.device
+        for read, prompt in enumerate(reads):
+            if len(prompt) < 2:
+                continue  # nothing before its last token; its padded slots stay masked
+            alone = self._new_cache(len(prompt) - 1)
+            self._read(torch.tensor([list(prompt[:-1])], device=device), alone)
+            index = torch.tensor(members[read], device=device)
+            start = width - len(prompt)
+            for big, small in zip(cache.layers, alone.layers, strict=True):
+                if not big.is_initialized:  # shapes, dtype and device from a real row, for all rows
+                    shape = (len(rows), -1, -1, -1)
+                    keys, values = small.keys[:1, :, :1], small.values[:1, :, :1]
+                    big.lazy_initialization(keys.expand(shape), values.expand(shape))
+                big.keys[index, :, start : width - 1] = small.keys[0]
+                big.values[index, :, start : width - 1] = small.values[0]
+        for layer in cache.layers:  # the longest prompt (width >= 2 tokens) initialised every layer
+            layer.cumulative_length.fill_(width - 1)
+        return cache
+
+    def _read(self, input_ids: torch.Tensor, cache: StaticCache, **inputs: Any) -> None:
+        """Run `input_ids` through the model into `cache`; only the cache is wanted (logits at every position
+        would cost GBs and LM-head time)."""
+        self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{_CACHE_KWARG: cache}, **inputs)
+
+    def _full_attention_only(self) -> bool:
+        return all(type(layer) is StaticLayer for layer in self._new_cache(1).layers)
 
     def _left_pad(self, prompts: list[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.model.device
@@ -303,7 +359,7 @@ class TransformersBackend:
             length = width + params.max_new_tokens
             cache_kwargs: dict[str, Any] = {}  # no cache: generate builds the one the model's config asks for
             if self.static_cache:
-                cache = self._shared_prefill(prompts, width, length) if self.share_prefill else None
+                cache = self._prefill(prompts, width, length)
                 if cache is None:
                     cache = self._new_cache(length)
                 # our cache replaces any cache_implementation the checkpoint's generation_config names
