@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from prefill import Recorded, prefill_line, prefill_seconds
+from prefill import Recorded, bound_line, prefill_line, prefill_seconds
 
 from memtrain.evals import harness
 from memtrain.tasks import hotpotqa
@@ -101,8 +101,8 @@ def main() -> None:
         )  # fmt: skip
 
         rows = []
-        recorded = Recorded(backend)
-        for name, config, engine in (("batched", batched, backend), ("per-question loop", loop, recorded)):
+        together, recorded = Recorded(backend), Recorded(backend)
+        for name, config, engine in (("batched", batched, together), ("per-question loop", loop, recorded)):
             seconds, tokens, items = timed(
                 corpus, [args.compare_length], args.questions, engine, config, tmp / name.replace(" ", "-")
             )
@@ -115,6 +115,8 @@ def main() -> None:
         print(f"{'ratio':>18}: {slow / fast:.2f}x questions/s (goal >= 4x on CPU)")
         prefill = prefill_seconds(backend, recorded.prompts)
         print(f"{'prefill':>18}: {prefill_line(prefill, slow, recorded.prompts)}")
+        rows = min(args.batch, args.questions)
+        print(f"{'predicted':>18}: {bound_line(backend, recorded, together, prefill, rows)}")
 
         print("batched memory agent, time vs N:")
         base = None

@@ -1,9 +1,14 @@
-"""How much of a generation backend's time is prefill: the bound on what batching can gain on a CPU.
+"""Where a generation backend's time goes, and so what batching can gain on this machine at best.
 
 Batching several prompts into one call shortens decoding (one pass over the weights serves every row) but not
 prefill, whose cost a CPU pays per prompt token whatever the batch. Wrap a backend in `Recorded` for a run,
 then `prefill_seconds` reads the recorded prompts again without generating; the run's time over that is what
 even free batched decoding could gain at most.
+
+Decoding is not free either: every row reads its own KV cache at every step, so a step of B rows costs more
+than one row's (`decode_step_seconds` times both), and a batched call decodes until its longest row ends.
+`bound_line` turns these costs into predicted times of the loop and the batched run (to check them against
+the measured ones) and into the best ratio continuous batching (finished rows replaced at once) could reach.
 """
 
 from __future__ import annotations
@@ -17,14 +22,21 @@ class Recorded:
     """`backend`, keeping the prompt of every generation it is asked for."""
 
     def __init__(self, backend):
-        self.backend, self.prompts = backend, []
+        self.backend, self.prompts, self.lengths = backend, [], []
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
 
     def generate(self, prompts, params, **kwargs):
         self.prompts.extend(list(p) for p in prompts)
-        return self.backend.generate(prompts, params, **kwargs)
+        generations = self.backend.generate(prompts, params, **kwargs)
+        self.lengths.append([len(g.completion_ids) for g in generations])
+        return generations
+
+    def context(self) -> int:
+        """The mean number of positions a decoding step attends to: prompt plus half the completion."""
+        completions = [n for call in self.lengths for n in call]
+        return round((sum(map(len, self.prompts)) + sum(completions) / 2) / max(len(self.prompts), 1))
 
 
 def prefill_line(prefill: float, total: float, prompts: list[list[int]], what: str = "calls") -> str:
@@ -46,3 +58,54 @@ def prefill_seconds(backend, prompts: list[list[int]], sample: int = 16) -> floa
             backend.model(input_ids=torch.tensor([prompt]), logits_to_keep=1)
     per_token = (time.perf_counter() - start) / sum(len(p) for p in picked)
     return per_token * sum(len(p) for p in prompts)
+
+
+def decode_step_seconds(backend, context: int, batch: int, steps: int = 6) -> float:
+    """Seconds of one decoding step of `batch` rows that attend to `context` positions each (the cache's
+    contents do not change the cost, so it is left as zeros rather than prefilled)."""
+    from transformers import StaticCache
+
+    from memtrain.trainer.backends.transformers import _CACHE_KWARG
+
+    model = backend.model
+    cache = StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=context + steps + 1)
+    token = torch.full((batch, 1), backend.pad_id)
+
+    def step(position: int) -> None:
+        model(
+            input_ids=token, use_cache=True, cache_position=torch.tensor([position]),
+            position_ids=torch.full((batch, 1), position), **{_CACHE_KWARG: cache},
+        )  # fmt: skip
+
+    with torch.no_grad():
+        step(0)  # allocates the cache
+        for layer in cache.layers:
+            layer.cumulative_length.fill_(context)
+        step(context)  # warm-up
+        start = time.perf_counter()
+        for s in range(1, steps):
+            step(context + s)
+    return (time.perf_counter() - start) / (steps - 1)
+
+
+def bound_line(backend, loop: Recorded, batched: Recorded, prefill: float, rows: int) -> str:
+    """What this machine's costs predict for the one-at-a-time `loop` and the `batched` run of up to `rows`
+    rows per call, and for continuous batching: the prefill, plus every call's decoding steps (to its longest
+    row) at the cost of a step of its rows, interpolated between one row and `rows` measured at the loop's
+    mean context. Continuous batching keeps `rows` rows busy, finished ones replaced at once: no waste."""
+    context = loop.context()
+    one, many = decode_step_seconds(backend, context, 1), decode_step_seconds(backend, context, rows)
+
+    def step(n: int) -> float:
+        return one + (many - one) * (n - 1) / max(rows - 1, 1)
+
+    kept = sum(map(sum, loop.lengths))
+    alone = prefill + kept * one
+    lockstep = prefill + sum(max(c, default=0) * step(len(c)) for c in batched.lengths)
+    continuous = prefill + kept * many / rows
+    return (
+        f"a decoding step at ~{context:,} positions costs {1000 * one:.0f} ms for 1 row, "
+        f"{1000 * many:.0f} ms for {rows} ({many / one:.2f}x); with the prefill these predict the loop "
+        f"{alone:.1f} s and the batched run {lockstep:.1f} s ({alone / lockstep:.2f}x), and continuous "
+        f"batching of {rows} rows (finished rows replaced at once) at most {alone / continuous:.2f}x"
+    )

@@ -97,7 +97,7 @@ def bench_retriever(repeats: list[int], tmp: Path) -> None:
 
 def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection: Path) -> None:
     import torch
-    from prefill import Recorded, prefill_line, prefill_seconds
+    from prefill import Recorded, bound_line, prefill_line, prefill_seconds
 
     from memtrain.search import Retriever, qa
     from memtrain.search.agent import SearchAgentConfig, rollout
@@ -110,7 +110,7 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     config = SearchAgentConfig(max_turns=max_turns, response_tokens=response_tokens, observation_tokens=256)
     rollout(chosen[:1], backend, SearchAgentConfig(max_turns=1, response_tokens=4), retriever)  # warm-up
 
-    recorded = Recorded(backend)
+    together, recorded = Recorded(backend), Recorded(backend)
 
     def timed(groups: list[list[dict]], engine) -> tuple[float, int]:
         start, tokens = time.perf_counter(), 0
@@ -119,7 +119,7 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
                 tokens += sum(len(t.generation.completion_ids) for t in trajectory.turns)
         return time.perf_counter() - start, tokens
 
-    batched, batched_tokens = timed([chosen], backend)
+    batched, batched_tokens = timed([chosen], together)
     single, single_tokens = timed([[e] for e in chosen], recorded)
     prefill = prefill_seconds(backend, recorded.prompts)
     print(
@@ -132,6 +132,7 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     print(f"  per-episode loop:                           {single:.1f} s, {single_tokens / single:.1f} tok/s")
     print(f"  speed-up: {single / batched:.2f}x episodes/s (goal 4x)")
     print(f"  prefill: {prefill_line(prefill, single, recorded.prompts, 'prompts')}")
+    print(f"  predicted: {bound_line(backend, recorded, together, prefill, len(chosen))}")
     print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
