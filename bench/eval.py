@@ -114,9 +114,9 @@ def main() -> None:
         (_, fast, _, _), (_, slow, _, _) = rows
         print(f"{'ratio':>18}: {slow / fast:.2f}x questions/s (goal >= 4x on CPU)")
         prefill = prefill_seconds(backend, recorded.prompts)
-        print(f"{'prefill':>18}: {prefill_line(prefill, slow, recorded.prompts)}")
-        rows = min(args.batch, args.questions)
-        print(f"{'predicted':>18}: {bound_line(backend, recorded, together, prefill, rows)}")
+        print(f"{'prefill':>18}: {prefill_line(prefill, slow, recorded, together)}")
+        width = min(args.batch, args.questions)
+        print(f"{'predicted':>18}: {bound_line(backend, recorded, together, prefill, width)}")
 
         print("batched memory agent, time vs N:")
         base = None

@@ -3,7 +3,9 @@ search agent against a per-episode loop on the same episodes.
 
 Passages: the 392 real HotpotQA dev paragraphs, repeated `--repeats` times under distinct ids (so the index
 grows as a larger collection's would; the vocabulary does not). Queries: the first sentence of each supporting
-paragraph. Episodes: the real NQ questions composed two at a time, SmolLM2-135M-Instruct as the agent, greedy.
+paragraph. Episodes: the real NQ questions composed two at a time, SmolLM2-135M-Instruct as the agent, greedy;
+past the 8 disjoint pairs of the 16 questions, question i is paired with i + 3, i + 5, … (distinct episodes,
+so the batch can be as large as an evaluation's).
 
     .venv/bin/python bench/search.py [--repeats 1,32] [--episodes 8] [--max-turns 2] [--response-tokens 48]
 """
@@ -95,6 +97,17 @@ def bench_retriever(repeats: list[int], tmp: Path) -> None:
     print("per million passages: build time and index size scale with the µs/passage and MB columns' slope")
 
 
+def bench_episodes(qa, questions: list, count: int) -> list[dict]:
+    """`count` distinct two-question episodes: MEM1's disjoint pairs first, then question i with i + 3, i + 5,
+    … (mod the number of questions)."""
+    episodes = qa.compose(questions)
+    n, shift = len(questions), 3
+    while len(episodes) < count and shift < n:
+        episodes += qa.compose([q for i in range(n) for q in (questions[i], questions[(i + shift) % n])])
+        shift += 2
+    return episodes[:count]
+
+
 def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection: Path) -> None:
     import torch
     from prefill import Recorded, bound_line, prefill_line, prefill_seconds
@@ -106,7 +119,7 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     torch.set_num_threads(2)
     backend = load_backend("transformers", None, device="cpu")
     retriever = Retriever.open(collection)
-    chosen = qa.compose(qa.load_questions(NQ, "nq"), limit=episodes)
+    chosen = bench_episodes(qa, qa.load_questions(NQ, "nq"), episodes)
     config = SearchAgentConfig(max_turns=max_turns, response_tokens=response_tokens, observation_tokens=256)
     rollout(chosen[:1], backend, SearchAgentConfig(max_turns=1, response_tokens=4), retriever)  # warm-up
 
@@ -131,7 +144,7 @@ def bench_agent(episodes: int, max_turns: int, response_tokens: int, collection:
     )
     print(f"  per-episode loop:                           {single:.1f} s, {single_tokens / single:.1f} tok/s")
     print(f"  speed-up: {single / batched:.2f}x episodes/s (goal 4x)")
-    print(f"  prefill: {prefill_line(prefill, single, recorded.prompts, 'prompts')}")
+    print(f"  prefill: {prefill_line(prefill, single, recorded, together, 'prompts')}")
     print(f"  predicted: {bound_line(backend, recorded, together, prefill, len(chosen))}")
     print(f"  peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -6,7 +6,7 @@ from agent_support import smollm2_backend, smollm2_tokenizer
 
 from memtrain.errors import ConfigError
 from memtrain.trainer.backends import SamplingParams, load_backend
-from memtrain.trainer.backends.transformers import TransformersBackend
+from memtrain.trainer.backends.transformers import TransformersBackend, common_prefix
 from memtrain.trainer.chunking import chat_prompt_ids
 
 
@@ -211,3 +211,17 @@ def test_prompts_prefilled_one_by_one_decode_as_the_padded_batch_does(prompts):
         assert [g.completion_ids for g in rows] == [g.completion_ids for g in reference]
         for a, b in zip(rows, reference, strict=True):
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-3)
+
+
+def test_prompts_that_begin_alike_read_their_common_start_once():
+    """An agent's prompts share their instructions: those tokens are read once for the whole batch, and
+    every row still gets the model's own samples and log-probs (as when each prompt is read whole)."""
+    backend = smollm2_backend()
+    instructions = "Answer the question below in one short phrase, then put it in \\boxed{}. Question: "
+    batch = [
+        chat_prompt_ids(backend.tokenizer, instructions + question)
+        for question in ("What is the capital of France?", "Who wrote Hamlet?", "What is 2 + 2?")
+    ]
+    assert common_prefix(batch) >= 32
+    for params in (SamplingParams(8, 0.0, 1.0, seed=1), SamplingParams(8, 1.0, 1.0, seed=9)):
+        check_against_teacher_forcing(backend, batch, params)  # against share_prefill=False too

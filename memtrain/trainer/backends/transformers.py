@@ -37,6 +37,20 @@ _CACHE_KWARG = "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES"
 _TOKEN_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
+# The fewest tokens a micro-batch's prompts must have in common before they are read once for all of them.
+_MIN_SHARED_PREFIX = 16
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all `prompts` share, short of each one's last token (the token ``generate``
+    reads itself)."""
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    for i in range(max(limit, 0)):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(limit, 0)
+
+
 def neutral_generation_config(config: GenerationConfig) -> GenerationConfig:
     """A generation config with only `config`'s special token ids: sampling is exactly softmax(logits / T)
     restricted by top-p, as the call asks, whatever the checkpoint's defaults say."""
@@ -295,17 +309,37 @@ class TransformersBackend:
         self, reads: list[Sequence[int]], rows: list[int], width: int, length: int
     ) -> StaticCache:
         """`reads[rows[r]]` prefilled alone (all but its last token) into row r of a `length`-position cache
-        whose rows are left-padded to `width`: its positions end where the padded layout ends them."""
+        whose rows are left-padded to `width`: its positions end where the padded layout ends them.
+
+        With `share_prefill`, the tokens every read begins with are read once and each read goes on from a
+        copy of their keys and values: an agent's prompts start with the same instructions (the search
+        agent's 8 first-turn prompts share 197 of their ~260 tokens)."""
         cache = self._new_cache(length)
         members: dict[int, list[int]] = {}
         for r, read in enumerate(rows):
             members.setdefault(read, []).append(r)
         device = self.model.device
+        shared = common_prefix(reads) if self.share_prefill and len(reads) > 1 else 0
+        head = None
+        if shared >= _MIN_SHARED_PREFIX:
+            head = self._new_cache(shared)
+            self._read(torch.tensor([list(reads[0][:shared])], device=device), head)
         for read, prompt in enumerate(reads):
             if len(prompt) < 2:
                 continue  # nothing before its last token; its padded slots stay masked
             alone = self._new_cache(len(prompt) - 1)
-            self._read(torch.tensor([list(prompt[:-1])], device=device), alone)
+            done = 0
+            if head is not None:
+                for layer, prefix in zip(alone.layers, head.layers, strict=True):
+                    layer.lazy_initialization(prefix.keys, prefix.values)
+                    layer.keys[:, :, :shared] = prefix.keys
+                    layer.values[:, :, :shared] = prefix.values
+                    layer.cumulative_length.fill_(shared)
+                done = shared
+            if done < len(prompt) - 1:
+                positions = torch.arange(done, len(prompt) - 1, device=device)[None]
+                rest = torch.tensor([list(prompt[done:-1])], device=device)
+                self._read(rest, alone, position_ids=positions)
             index = torch.tensor(members[read], device=device)
             start = width - len(prompt)
             for big, small in zip(cache.layers, alone.layers, strict=True):
