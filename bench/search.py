@@ -7,7 +7,7 @@ paragraph. Episodes: the real NQ questions composed two at a time, SmolLM2-135M-
 past the 8 disjoint pairs of the 16 questions, question i is paired with i + 3, i + 5, … (distinct episodes,
 so the batch can be as large as an evaluation's).
 
-    .venv/bin/python bench/search.py [--repeats 1,32] [--episodes 8] [--max-turns 2] [--response-tokens 48]
+    .venv/bin/python bench/search.py [--repeats 1,32] [--episodes 16] [--max-turns 2] [--response-tokens 48]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats", default="1,32,128", help="collection sizes, as repeats of the 392 passages"
     )
-    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=16, help="episodes (default: memtrain's eval batch)")
     parser.add_argument("--max-turns", type=int, default=2)
     parser.add_argument("--response-tokens", type=int, default=48)
     parser.add_argument("--skip-agent", action="store_true")
