@@ -8,7 +8,8 @@ only in how many questions advance together:
 
 The loop's prompts are then read once more without generating (a sample of them, scaled by tokens), which
 says how much of its time is prefill: batching shortens decoding (one pass over the weights serves every row)
-but not prefill on a CPU, so the loop's time over its prefill time bounds what any batching can gain.
+but on a CPU shortens prefill only by what a call's prompts share, so the loop's time over the batched calls'
+prefill bounds what any batching can gain (see prefill.py, which also predicts both runs from step costs).
 
 Then the batched memory agent runs at three lengths to show that its time grows linearly with the number of
 documents (chunks read), not with its square. Questions come from a HotpotQA file (default: the 40 real dev

@@ -42,13 +42,12 @@ class Recorded:
     def read_tokens(self) -> int:
         """The prompt tokens the transformers backend's prefill reads in these calls: each distinct prompt
         once, and the start all of a call's distinct prompts share once for them all."""
-        from memtrain.trainer.backends.transformers import _MIN_SHARED_PREFIX, common_prefix
+        from memtrain.trainer.backends.transformers import shared_prefix
 
         total = 0
         for call in self.calls:
             distinct = [list(p) for p in {tuple(p) for p in call}]
-            shared = common_prefix(distinct) if len(distinct) > 1 else 0
-            shared = shared if shared >= _MIN_SHARED_PREFIX else 0
+            shared = shared_prefix(distinct)
             total += shared + sum(len(p) - shared for p in distinct)
         return total
 

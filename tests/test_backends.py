@@ -6,7 +6,7 @@ from agent_support import smollm2_backend, smollm2_tokenizer
 
 from memtrain.errors import ConfigError
 from memtrain.trainer.backends import SamplingParams, load_backend
-from memtrain.trainer.backends.transformers import TransformersBackend, common_prefix
+from memtrain.trainer.backends.transformers import TransformersBackend, shared_prefix
 from memtrain.trainer.chunking import chat_prompt_ids
 
 
@@ -222,6 +222,6 @@ def test_prompts_that_begin_alike_read_their_common_start_once():
         chat_prompt_ids(backend.tokenizer, instructions + question)
         for question in ("What is the capital of France?", "Who wrote Hamlet?", "What is 2 + 2?")
     ]
-    assert common_prefix(batch) >= 32
+    assert shared_prefix(batch) >= 32
     for params in (SamplingParams(8, 0.0, 1.0, seed=1), SamplingParams(8, 1.0, 1.0, seed=9)):
         check_against_teacher_forcing(backend, batch, params)  # against share_prefill=False too

@@ -41,14 +41,15 @@ _TOKEN_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_sta
 _MIN_SHARED_PREFIX = 16
 
 
-def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens all `prompts` share, short of each one's last token (the token ``generate``
-    reads itself)."""
-    first, limit = prompts[0], min(len(p) for p in prompts) - 1
-    for i in range(max(limit, 0)):
-        if any(p[i] != first[i] for p in prompts):
-            return i
-    return max(limit, 0)
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens the prefill reads once for all of several distinct `prompts`: those they all
+    share, short of each one's last token (the token ``generate`` reads itself); 0 for a single prompt or
+    fewer than ``_MIN_SHARED_PREFIX`` shared tokens."""
+    if len(prompts) < 2:
+        return 0
+    first, limit = prompts[0], max(min(len(p) for p in prompts) - 1, 0)
+    common = next((i for i in range(limit) if any(p[i] != first[i] for p in prompts)), limit)
+    return common if common >= _MIN_SHARED_PREFIX else 0
 
 
 def neutral_generation_config(config: GenerationConfig) -> GenerationConfig:
@@ -161,6 +162,10 @@ class TransformersBackend:
         self._stop_criteria: dict[tuple[str, ...], StoppingCriteria] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.static_cache = self._static_layout_supported()
+        # every layer keeps every position, so a prompt's rows can be prefilled alone (see _prefill)
+        self.full_attention = self.static_cache and all(
+            type(layer) is StaticLayer for layer in self._new_cache(1).layers
+        )
 
     @classmethod
     def from_pretrained(
@@ -290,7 +295,7 @@ class TransformersBackend:
             reads: list[Sequence[int]] = list(distinct)
         else:
             rows, reads = list(range(len(prompts))), list(prompts)
-        if self.prefill_rows and self._full_attention_only():
+        if self.prefill_rows and self.full_attention:
             return self._prefill_rows(reads, rows, width, length)
         if len(reads) == len(prompts):
             return None  # nothing repeats: generate's own padded prefill does the same work
@@ -319,9 +324,9 @@ class TransformersBackend:
         for r, read in enumerate(rows):
             members.setdefault(read, []).append(r)
         device = self.model.device
-        shared = common_prefix(reads) if self.share_prefill and len(reads) > 1 else 0
+        shared = shared_prefix(reads) if self.share_prefill else 0
         head = None
-        if shared >= _MIN_SHARED_PREFIX:
+        if shared:
             head = self._new_cache(shared)
             self._read(torch.tensor([list(reads[0][:shared])], device=device), head)
         for read, prompt in enumerate(reads):
@@ -357,9 +362,6 @@ class TransformersBackend:
         """Run `input_ids` through the model into `cache`; only the cache is wanted (logits at every position
         would cost GBs and LM-head time)."""
         self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{_CACHE_KWARG: cache}, **inputs)
-
-    def _full_attention_only(self) -> bool:
-        return all(type(layer) is StaticLayer for layer in self._new_cache(1).layers)
 
     def _left_pad(self, prompts: list[Sequence[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.model.device
